@@ -1,0 +1,118 @@
+"""The canonical incident: the one shape every connector produces and every check reads.
+
+A canonical incident is a plain ``dict`` keyed by the names in ``FIELDS``. Plain dicts
+keep assessment fast (a check is a chain of ``dict.get`` calls) and serialise as-is.
+Timestamps are timezone-aware UTC ``datetime`` objects; a missing value is ``None``
+for scalars and ``[]`` for lists, never ``""``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+SEVERITIES = ("critical", "high", "medium", "low")
+STATES = ("new", "triaged", "in_progress", "on_hold", "resolved", "closed", "cancelled")
+OPEN_STATES = ("new", "triaged", "in_progress", "on_hold")
+
+# name -> kind. Kinds: str, text, bool, datetime, severity, state, list.
+FIELDS: dict[str, str] = {
+    # identity and source
+    "source": "str",
+    "external_id": "str",
+    "number": "str",
+    "url": "str",
+    # what it is
+    "title": "text",
+    "description": "text",
+    "category": "str",
+    "subcategory": "str",
+    "is_security": "bool",
+    "severity": "severity",
+    "state": "state",
+    "business_unit": "str",
+    "assignment_group": "str",
+    "assignee": "str",
+    "reporter": "str",
+    "reported_via": "str",
+    "affected_ci": "str",
+    "major_incident": "bool",
+    # lifecycle, all UTC
+    "opened_at": "datetime",
+    "assessed_at": "datetime",
+    "acknowledged_at": "datetime",
+    "contained_at": "datetime",
+    "major_declared_at": "datetime",
+    "resolved_at": "datetime",
+    "closed_at": "datetime",
+    "updated_at": "datetime",
+    # what was done
+    "close_code": "str",
+    "root_cause": "text",
+    "resolution_notes": "text",
+    "lessons_learned": "text",
+    "problem_ref": "str",
+    "maintenance_ref": "str",
+    "capacity_ref": "str",
+    "related_refs": "list",
+    "weakness_refs": "list",
+    "log_refs": "list",
+    "evidence": "list",
+    "notifications": "list",
+    "escalations": "list",
+    "timeline": "list",
+    "personal_data_breach": "bool",
+    "legal_hold": "bool",
+    # the fingerprint of the last GapBridge enrichment found on the ticket
+    "enrichment_fingerprint": "str",
+}
+
+LIST_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "list")
+DATETIME_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "datetime")
+BOOL_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "bool")
+
+# Shapes of list items. Checks count and filter items by these keys.
+EVIDENCE_KEYS = ("what", "where", "collected_by", "collected_at", "sha256", "custody")
+NOTIFICATION_KEYS = ("to", "at", "channel", "reference")
+ESCALATION_KEYS = ("to", "at", "reason")
+TIMELINE_KEYS = ("at", "author", "kind", "text")
+# timestamps inside list items that are parsed to datetimes like top-level fields
+ITEM_DATETIME_KEYS = frozenset({"collected_at", "at"})
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def empty_incident() -> dict[str, Any]:
+    """A canonical incident with every field at its missing value."""
+    return {n: ([] if n in LIST_FIELDS else None) for n in FIELDS}
+
+
+def parse_utc(value: Any) -> datetime | None:
+    """Parse a timestamp to an aware UTC datetime; naive input is taken as UTC.
+
+    Accepts datetimes, ISO 8601 strings (with ``T`` or a space, with or without an
+    offset or ``Z``) and ServiceNow's ``YYYY-MM-DD HH:MM:SS``. ``""`` and ``None`` are
+    missing. Anything else raises ``ValueError`` naming the value.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not a timestamp: {value!r}") from None
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and bool(_SHA256.match(value))

@@ -1,0 +1,137 @@
+"""GapBridge: ITIL incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .config import ConfigError, load_config
+from .extensions import db, migrate
+from .rules.ruleset import Ruleset, load_ruleset
+from .rules.yamlsource import MappingErrors
+
+__all__ = ["create_app", "ConfigError", "GapBridge"]
+
+MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+
+
+def shipped_mappings() -> Path:
+    return Path(str(files("mappings")))
+
+
+class GapBridge:
+    """Per-app state: the validated configuration and the running ruleset."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self._ruleset: Ruleset | None = None
+
+    @property
+    def mappings_root(self) -> Path:
+        return Path(self.config["mappings"]["path"]) if self.config["mappings"]["path"] else shipped_mappings()
+
+    @property
+    def overrides_path(self) -> Path | None:
+        p = self.config["mappings"]["overrides"]
+        return Path(p) if p else None
+
+    def compile_ruleset(self) -> Ruleset:
+        return load_ruleset(self.mappings_root, overrides=self.overrides_path, overlays=self.config["mappings"]["regulatory"])
+
+    @property
+    def ruleset(self) -> Ruleset:
+        if self._ruleset is None:
+            self._ruleset = self.compile_ruleset()
+        return self._ruleset
+
+    def reload_ruleset(self) -> Ruleset:
+        """Recompile; on failure raise and keep the last good ruleset running."""
+        new = self.compile_ruleset()
+        self._ruleset = new
+        return new
+
+    def connector(self, name: str) -> Any:
+        from connectors.base import connector_class
+
+        try:
+            options = self.config["connectors"][name]
+        except KeyError:
+            known = ", ".join(sorted(self.config["connectors"])) or "none configured"
+            raise ConfigError(f"no connector named {name!r} in the configuration (configured: {known})") from None
+        return connector_class(options["type"])(name, options)
+
+
+def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | Path | None = None,
+               *, gapbridge_config: dict[str, Any] | None = None) -> Flask:
+    """The app factory: defaults, then the config file, then the environment, then extensions."""
+    app = Flask(__name__, instance_relative_config=True)
+    path = config_path or os.environ.get("GAPBRIDGE_CONFIG")
+    config = gapbridge_config if gapbridge_config is not None else load_config(Path(path) if path else None)
+    if config.get("instance_path"):
+        app.instance_path = str(Path(config["instance_path"]).resolve())
+    os.makedirs(app.instance_path, exist_ok=True)
+    database_url = config.get("database_url") or f"sqlite:///{Path(app.instance_path) / 'gapbridge.db'}"
+    app.config.from_mapping(
+        SQLALCHEMY_DATABASE_URI=normalize_database_url(database_url),
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
+        JSON_SORT_KEYS=False,
+    )
+    app.config.from_prefixed_env("GAPBRIDGE")
+    if test_config:
+        app.config.update(test_config)
+    logging.getLogger("gapbridge").setLevel(config.get("log_level", "INFO"))
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        _sqlite_pragmas(app)
+    app.extensions["gapbridge"] = GapBridge(config)
+
+    from .api import bp as api_bp
+
+    app.register_blueprint(api_bp)
+    return app
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs given in the common short forms."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _sqlite_pragmas(app: Flask) -> None:
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+
+def gapbridge(app: Flask | None = None) -> GapBridge:
+    from flask import current_app
+
+    return (app or current_app).extensions["gapbridge"]
+
+
+def check_mappings(state: GapBridge) -> None:
+    """Compile the ruleset now so that a bad mapping stops start-up."""
+    try:
+        state.reload_ruleset()
+    except MappingErrors:
+        raise

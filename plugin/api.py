@@ -1,0 +1,147 @@
+"""Health check and the read-only JSON endpoints (incident with findings, open gaps).
+
+The full auditor API, with authentication, comes later; until then these endpoints
+answer only when ``api.enabled`` is set (the demo sets it) and never write anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, jsonify, request
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from werkzeug.exceptions import HTTPException
+
+from . import gapbridge
+from .extensions import db
+from .models import Finding, Incident
+from .rules.ruleset import FAIL, SEVERITIES
+
+bp = Blueprint("api", __name__)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> Any:
+    return jsonify({"error": exc.name, "message": exc.description}), exc.code
+
+
+@bp.errorhandler(ValidationError)
+def _validation_error(exc: ValidationError) -> Any:
+    return jsonify({"error": "Bad Request", "message": "invalid query parameters", "fields": exc.messages}), 400
+
+
+@bp.before_request
+def _api_switch() -> None:
+    if request.endpoint and request.endpoint != "api.health" and not gapbridge().config["api"]["enabled"]:
+        abort(404, description="the read-only API is switched off (set api.enabled in the configuration)")
+
+
+@bp.get("/healthz")
+def health() -> Any:
+    state = gapbridge()
+    try:
+        db.session.execute(sa.text("SELECT 1"))
+        database = "ok"
+    except sa.exc.SQLAlchemyError:
+        database = "unavailable"
+    body = {"status": "ok" if database == "ok" else "degraded", "database": database, "ruleset": state.ruleset.hash,
+            "checks": len(state.ruleset.checks)}
+    return jsonify(body), 200 if database == "ok" else 503
+
+
+class GapQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    control = fields.String(validate=validate.Length(min=1, max=32))
+    subprocess = fields.String(validate=validate.Length(min=1, max=32))
+    severity = fields.String(validate=validate.OneOf(SEVERITIES))
+    source = fields.String(validate=validate.Length(min=1, max=64))
+    check = fields.String(validate=validate.Length(min=1, max=64))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class FindingSchema(Schema):
+    check_id = fields.String()
+    status = fields.String()
+    severity = fields.String()
+    subprocess = fields.String()
+    relation = fields.String()
+    controls_2022 = fields.List(fields.String())
+    controls_2013 = fields.List(fields.String())
+    details = fields.List(fields.String())
+    ruleset_hash = fields.String()
+    evaluated_at = fields.AwareDateTime()
+    first_failed_at = fields.AwareDateTime(allow_none=True)
+
+
+class IncidentSchema(Schema):
+    id = fields.Integer()
+    source = fields.String()
+    external_id = fields.String()
+    number = fields.String()
+    url = fields.String()
+    title = fields.String()
+    category = fields.String()
+    is_security = fields.Boolean(allow_none=True)
+    severity = fields.String(allow_none=True)
+    state = fields.String(allow_none=True)
+    assignment_group = fields.String(allow_none=True)
+    opened_at = fields.AwareDateTime(allow_none=True)
+    updated_at = fields.AwareDateTime(allow_none=True)
+    assessed_ruleset = fields.String(allow_none=True)
+    enrichment_fingerprint = fields.String(allow_none=True)
+
+
+@bp.get("/api/v1/incidents/<int:incident_id>")
+def incident_detail(incident_id: int) -> Any:
+    incident = db.session.get(Incident, incident_id) or abort(404, description=f"no incident with id {incident_id}")
+    return _incident_body(incident)
+
+
+@bp.get("/api/v1/incidents/by-number/<string:number>")
+def incident_by_number(number: str) -> Any:
+    incident = db.session.execute(sa.select(Incident).where(Incident.number == number).limit(1)).scalar()
+    if incident is None:
+        abort(404, description=f"no incident numbered {number!r}")
+    return _incident_body(incident)
+
+
+def _incident_body(incident: Incident) -> Any:
+    findings = sorted(incident.findings, key=lambda f: (f.status != FAIL, f.check_id))
+    body = IncidentSchema().dump(incident)
+    body["findings"] = FindingSchema(many=True).dump(findings)
+    body["open_gaps"] = sum(1 for f in findings if f.status == FAIL)
+    return jsonify(body)
+
+
+@bp.get("/api/v1/gaps")
+def open_gaps() -> Any:
+    args = GapQuerySchema().load(request.args)
+    ruleset = gapbridge().ruleset
+    q = (sa.select(Finding, Incident.number, Incident.source, Incident.title)
+         .join(Incident, Incident.id == Finding.incident_id)
+         .where(Finding.status == FAIL, Finding.id > args["after"]).order_by(Finding.id).limit(args["limit"]))
+    if "control" in args:
+        controls = ruleset.catalogue.resolve(args["control"])
+        if not controls:
+            raise ValidationError({"control": [f"unknown control {args['control']!r} in either edition"]})
+        ids22 = {c.id for c in controls if c.edition == "2022"} | {s for c in controls if c.edition == "2013" for s in ruleset.catalogue.successors.get(c.id, [])}
+        checks = [c.id for c in ruleset.checks if ids22 & set(c.controls_2022)]
+        q = q.where(Finding.check_id.in_(checks))
+    if "subprocess" in args:
+        if args["subprocess"] not in ruleset.subprocesses:
+            raise ValidationError({"subprocess": [f"unknown sub-process; expected one of {', '.join(ruleset.subprocesses)}"]})
+        q = q.where(Finding.subprocess == args["subprocess"])
+    for key, column in (("severity", Finding.severity), ("check", Finding.check_id), ("source", Incident.source)):
+        if key in args:
+            q = q.where(column == args[key])
+    rows = db.session.execute(q).all()
+    items = []
+    for finding, number, source, title in rows:
+        item = FindingSchema().dump(finding)
+        item.update(incident_id=finding.incident_id, number=number, source=source, title=title)
+        items.append(item)
+    return jsonify({"items": items, "next_after": rows[-1][0].id if len(rows) == args["limit"] else None})

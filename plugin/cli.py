@@ -1,0 +1,349 @@
+"""The ``gapbridge`` command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from flask import Flask
+
+from connectors.base import ConnectorError, FatalConnectorError
+
+from . import ConfigError, create_app, gapbridge
+from .config import load_config
+from .rules.yamlsource import MappingErrors
+
+log = logging.getLogger("gapbridge")
+
+USER_ERROR = 2
+
+
+def fail(message: str, code: int = USER_ERROR) -> NoReturn:
+    click.echo(f"gapbridge: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._app: Flask | None = None
+
+    def app(self, config: dict[str, Any] | None = None) -> Flask:
+        if self._app is None:
+            try:
+                self._app = create_app(config_path=self.config_path, gapbridge_config=config)
+                with self._app.app_context():
+                    gapbridge(self._app).ruleset  # a bad mapping stops start-up here
+            except ConfigError as exc:
+                fail(f"configuration error:\n{exc}")
+            except MappingErrors as exc:
+                fail(f"mapping error ({len(exc.errors)}):\n{exc}")
+        return self._app
+
+
+def migrate_db(app: Flask) -> None:
+    from flask_migrate import upgrade
+
+    with app.app_context():
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        upgrade()
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="GAPBRIDGE_CONFIG",
+              help="Configuration file (default: $GAPBRIDGE_CONFIG, else built-in defaults).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """GapBridge: ITSM incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Context(config_path)
+
+
+# --- the pipeline ----------------------------------------------------------------------
+
+
+def _progress(label: str) -> Callable[[Any, int | None], None]:
+    tty = sys.stderr.isatty()
+    last = [0.0]
+
+    def show(summary: Any, total: int | None) -> None:
+        now = time.monotonic()
+        if not tty and now - last[0] < 5:
+            return
+        last[0] = now
+        of = f"/{total}" if total else ""
+        text = f"{label}: {summary.fetched}{of} fetched, {summary.stored} stored, {summary.rejected} rejected (page {summary.pages})"
+        click.echo(("\r" + text) if tty else text, err=True, nl=not tty)
+    return show
+
+
+def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False, write_back: bool | None = None,
+             quiet: bool = False) -> int:
+    """Sync, assess and (unless switched off) write back; returns the exit status."""
+    from .services.assess import assess
+    from .services.sync import SyncBusyError, sync_source
+
+    status = 0
+    with app.app_context():
+        state = gapbridge(app)
+        names = sources or list(state.config["connectors"])
+        if not names:
+            fail("no connector is configured (add one under connectors: in the configuration file)")
+        for name in names:
+            try:
+                connector = state.connector(name)
+            except ConfigError as exc:
+                fail(str(exc))
+            try:
+                s = sync_source(connector, full=full, lease_seconds=state.config["sync"]["lease_seconds"],
+                                progress=None if quiet else _progress(name))
+            except SyncBusyError as exc:
+                click.echo(f"gapbridge: {exc}", err=True)
+                status = 1
+                continue
+            except ConnectorError as exc:
+                kind = "fatal" if isinstance(exc, FatalConnectorError) else "gave up after retries"
+                click.echo(f"\ngapbridge: sync of {name!r} failed ({kind}): {exc}\n"
+                           "  Stored pages are kept; the next run resumes from the last bookmark.", err=True)
+                status = 1
+                continue
+            finally:
+                connector.close()
+            if not quiet:
+                click.echo(("\n" if sys.stderr.isatty() else "") + f"{name}: {s.fetched} fetched in {s.pages} pages, "
+                           f"{s.stored} stored ({s.changed} new or changed), {s.rejected} rejected", err=True)
+                for ext, reason in s.rejections[:10]:
+                    click.echo(f"  rejected {ext}: {reason}", err=True)
+        a = assess(state.ruleset, time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
+        if not quiet:
+            click.echo(f"assessed {a.assessed} incidents: {a.opened} gaps opened, {a.closed} closed", err=True)
+        if write_back if write_back is not None else state.config["sync"]["write_back_after_sync"]:
+            status = max(status, run_writeback(app, names, quiet=quiet))
+    return status
+
+
+def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed: bool = False, quiet: bool = False) -> int:
+    from .services.enrich import drain, plan
+
+    with app.app_context():
+        state = gapbridge(app)
+        names = sources or list(state.config["connectors"])
+        p = plan(state.ruleset)
+        connectors = {n: state.connector(n) for n in names}
+        ob = state.config["outbox"]
+        try:
+            d = drain(connectors, max_attempts=ob["max_attempts"], backoff_base=ob["backoff_base_seconds"],
+                      backoff_cap=ob["backoff_max_seconds"], batch_size=ob["batch_size"], retry_failed=retry_failed)
+        finally:
+            for c in connectors.values():
+                c.close()
+        if not quiet:
+            click.echo(f"write-back: {p.queued} queued, {d.written} written, {d.already_current} already current, "
+                       f"{d.dry_run} dry-run, {d.retrying} waiting to retry, {d.failed} failed", err=True)
+            for err in d.errors[:10]:
+                click.echo(f"  {err}", err=True)
+        return 1 if d.failed or d.retrying else 0
+
+
+@main.command()
+@click.option("--source", "sources", multiple=True, help="Connector to sync (default: all configured).")
+@click.option("--full", is_flag=True, help="Re-sync everything, ignoring the bookmark.")
+@click.option("--no-writeback", is_flag=True, help="Do not write enrichments back after the sync.")
+@click.pass_obj
+def sync(obj: Context, sources: tuple[str, ...], full: bool, no_writeback: bool) -> None:
+    """Fetch what changed since the last run, assess it and write gaps back."""
+    app = obj.app()
+    migrate_db(app)
+    sys.exit(run_sync(app, list(sources) or None, full=full, write_back=False if no_writeback else None))
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True, help="Re-assess every incident, not only stale ones.")
+@click.pass_obj
+def assess(obj: Context, everything: bool) -> None:
+    """Evaluate stale incidents against the loaded mappings."""
+    from .services.assess import assess as run_assess
+
+    app = obj.app()
+    migrate_db(app)
+    with app.app_context():
+        state = gapbridge(app)
+        a = run_assess(state.ruleset, everything=everything,
+                       time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
+        click.echo(f"assessed {a.assessed} incidents under ruleset {a.ruleset}: "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(a.statuses.items()))
+                   + f"; {a.opened} gaps opened, {a.closed} closed")
+
+
+@main.command()
+@click.option("--retry-failed", is_flag=True, help="Send items that failed for good once more.")
+@click.pass_obj
+def writeback(obj: Context, retry_failed: bool) -> None:
+    """Queue changed enrichments and write pending ones onto the tickets."""
+    app = obj.app()
+    migrate_db(app)
+    sys.exit(run_writeback(app, retry_failed=retry_failed))
+
+
+@main.command()
+@click.pass_obj
+def report(obj: Context) -> None:
+    """Print open gaps by control and by ITIL sub-process."""
+    from .services.report import format_report, gap_report
+
+    app = obj.app()
+    migrate_db(app)
+    with app.app_context():
+        click.echo(format_report(gap_report(gapbridge(app).ruleset)))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.pass_obj
+def serve(obj: Context, host: str, port: int) -> None:
+    """Run the GapBridge web service (for production, run create_app under gunicorn)."""
+    app = obj.app()
+    migrate_db(app)
+    _serve(app, host, port)
+
+
+def _serve(app: Flask, host: str, port: int) -> None:
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, app, threaded=True)
+    click.echo(f"GapBridge serving on http://{host}:{server.server_port}/healthz (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Context) -> None:
+    """Apply pending migrations."""
+    migrate_db(obj.app())
+    click.echo("database is up to date")
+
+
+# --- demo --------------------------------------------------------------------------------
+
+
+def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
+    """The configuration the demo runs with: the demo ITSM through the real ServiceNow connector."""
+    import os
+
+    cfg = load_config(None, env={})
+    cfg["instance_path"] = str(workdir)
+    cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
+    cfg["api"]["enabled"] = True
+    from connectors.servicenow import ServiceNowConnector
+
+    cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
+        "type": "servicenow",
+        "instance_url": itsm_url,
+        "auth": {"method": "basic", "username": "admin", "password": "admin"},
+        "table": "incident",
+        "page_size": 200,
+        "display_value": "all",
+        "is_security": {"field": "u_security_incident"},
+        "write_back": {
+            "work_note": True,
+            "fingerprint_field": "u_gapbridge_fingerprint",
+            "fields": {"controls_2022": "u_iso27001_controls", "open_gaps": "u_gapbridge_open_gaps"},
+        },
+    })}
+    return cfg
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Do one pass and exit (for scripts).")
+@click.option("--size", default=300, show_default=True, type=click.IntRange(1, 1_000_000), help="Incidents in the demo ITSM.")
+@click.option("--workdir", default="instance", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the demo's databases.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--interval", default=60, show_default=True, type=click.IntRange(5), help="Seconds between passes while serving.")
+@click.pass_obj
+def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int, interval: int) -> None:
+    """Run a demo ITSM, sync and assess it, write gaps back, and serve GapBridge."""
+    from demo_itsm import DemoITSM
+
+    from .services.report import format_report, gap_report
+
+    folder = Path(workdir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    with DemoITSM(folder / "demo-itsm.sqlite", size=size) as itsm:
+        click.echo(f"Demo ITSM (ServiceNow Table API) with {size} incidents on {itsm.url}", err=True)
+        app = obj.app(demo_config(itsm.url, folder))
+        migrate_db(app)
+        status = run_sync(app)
+        with app.app_context():
+            click.echo("")
+            click.echo(format_report(gap_report(gapbridge(app).ruleset)))
+        if once:
+            sys.exit(0 if status == 0 else status)
+        stop = threading.Event()
+
+        def scheduler() -> None:
+            while not stop.wait(interval):
+                try:
+                    run_sync(app, quiet=True)
+                except Exception:  # keep serving; the next pass tries again
+                    log.exception("scheduled pass failed")
+        threading.Thread(target=scheduler, name="gapbridge-scheduler", daemon=True).start()
+        try:
+            _serve(app, host, port)
+        finally:
+            stop.set()
+
+
+# --- mappings ----------------------------------------------------------------------------
+
+
+@main.group()
+def mappings() -> None:
+    """Validate, explain and export the mappings."""
+
+
+@mappings.command("validate")
+@click.option("--overrides", type=click.Path(dir_okay=False), help="An organisation's override file to check as well.")
+@click.option("--path", "root", type=click.Path(file_okay=False), help="A mappings folder (default: the configured one).")
+@click.pass_obj
+def mappings_validate(obj: Context, overrides: str | None, root: str | None) -> None:
+    """Report every error in the mappings in one pass."""
+    from .rules.ruleset import load_ruleset
+
+    try:
+        cfg = load_config(Path(obj.config_path) if obj.config_path else None)
+    except ConfigError as exc:
+        fail(f"configuration error:\n{exc}")
+    from . import shipped_mappings
+
+    base = Path(root) if root else Path(cfg["mappings"]["path"]) if cfg["mappings"]["path"] else shipped_mappings()
+    ov = Path(overrides) if overrides else Path(cfg["mappings"]["overrides"]) if cfg["mappings"]["overrides"] else None
+    try:
+        rs = load_ruleset(base, overrides=ov, overlays=cfg["mappings"]["regulatory"])
+    except MappingErrors as exc:
+        fail(f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in the mappings:\n{exc}")
+    click.echo(f"ok: {len(rs.checks)} checks, {len(rs.subprocesses)} sub-processes, "
+               f"{len(rs.catalogue.controls['2022'])} + {len(rs.catalogue.controls['2013'])} controls and clauses; ruleset {rs.hash}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

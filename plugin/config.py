@@ -1,0 +1,210 @@
+"""GapBridge configuration: loaded once, validated once, every fault named with its place.
+
+The file is YAML. Any string value may be ``${ENV_VAR}`` so that secrets come from the
+environment instead of the file; an unset variable is a configuration error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from connectors.base import ConfigurationError, connector_class
+
+from .rules.yamlsource import LocatedDict, LocatedList, Location, MappingError, load_yaml
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SECRET_KEYS = frozenset({"password", "client_secret", "token", "api_token", "secret", "access_token", "refresh_token"})
+
+
+class ConfigError(Exception):
+    """A fault in the user's configuration; the message names file, key and expectation."""
+
+
+class MappingsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = fields.String(load_default=None)
+    overrides = fields.String(load_default=None)
+    regulatory = fields.List(fields.String(validate=validate.OneOf(["gdpr", "nis2", "dora"])), load_default=list)
+    time_sensitive_interval_minutes = fields.Integer(load_default=60, validate=validate.Range(min=1))
+
+
+class OutboxSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    max_attempts = fields.Integer(load_default=12, validate=validate.Range(min=1, max=1000))
+    backoff_base_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0))
+    backoff_max_seconds = fields.Float(load_default=6 * 3600.0, validate=validate.Range(min=0))
+    batch_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10000))
+
+
+class SyncSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    write_back_after_sync = fields.Boolean(load_default=True)
+    lease_seconds = fields.Integer(load_default=900, validate=validate.Range(min=30))
+
+
+class ApiSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # The read-only JSON endpoints; local-only until the authenticated auditor API lands.
+    enabled = fields.Boolean(load_default=False)
+
+
+class ConnectorInstanceSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the connector's own schema validates the rest
+
+    type = fields.String(required=True)
+
+
+class ConfigSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    database_url = fields.String(load_default=None)
+    instance_path = fields.String(load_default=None)
+    log_level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    mappings = fields.Nested(MappingsSchema, load_default=lambda: MappingsSchema().load({}))
+    connectors = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_-]{0,63}$", error="connector names are lowercase letters, digits, - and _")),
+                             values=fields.Dict(), load_default=dict)
+    outbox = fields.Nested(OutboxSchema, load_default=lambda: OutboxSchema().load({}))
+    sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
+    api = fields.Nested(ApiSchema, load_default=lambda: ApiSchema().load({}))
+
+    @validates_schema
+    def _connector_types(self, data: Mapping[str, Any], **_: Any) -> None:
+        for name, options in (data.get("connectors") or {}).items():
+            if not isinstance(options, Mapping) or not options.get("type"):
+                raise ValidationError({"connectors": {name: {"type": ["Missing data for required field."]}}})
+
+
+def expand_env(node: Any, path: str, where: Any) -> Any:
+    """Replace ``${VAR}`` in strings; raise ConfigError naming the key if VAR is unset."""
+    if isinstance(node, dict):
+        out = {k: expand_env(v, f"{path}.{k}" if path else str(k), node) for k, v in node.items()}
+        if isinstance(node, LocatedDict):
+            located = LocatedDict(out)
+            located.location, located.key_locations = node.location, node.key_locations
+            return located
+        return out
+    if isinstance(node, list):
+        return [expand_env(v, f"{path}[{i}]", node) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                loc = _key_loc(where, path)
+                raise ConfigError(f"{loc}: {path}: environment variable {m.group(1)} is not set")
+            return value
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _key_loc(node: Any, path: str) -> str:
+    key = path.rsplit(".", 1)[-1]
+    if isinstance(node, LocatedDict):
+        return str(node.loc(key))
+    if isinstance(node, LocatedList):
+        return str(node.location)
+    return "configuration"
+
+
+def _locate(doc: Any, keys: list[str]) -> Location | None:
+    """Line of the deepest existing key along a path of the raw document."""
+    node, loc = doc, getattr(doc, "location", None)
+    for k in keys:
+        if isinstance(node, LocatedDict) and k in node:
+            loc, node = node.loc(k), node[k]
+        elif isinstance(node, LocatedList) and k.isdigit() and int(k) < len(node):
+            loc, node = node.loc(int(k)), node[int(k)]
+        else:
+            break
+    return loc
+
+
+def _flatten(messages: Any, prefix: list[str]) -> list[tuple[list[str], str]]:
+    out: list[tuple[list[str], str]] = []
+    if isinstance(messages, dict):
+        for k, v in messages.items():
+            out.extend(_flatten(v, prefix if k == "_schema" else prefix + [str(k)]))
+    elif isinstance(messages, list):
+        for m in messages:
+            out.extend(_flatten(m, prefix))
+    else:
+        out.append((prefix, str(messages)))
+    return out
+
+
+def _errors(doc: Any, messages: Any, name: str, prefix: list[str]) -> list[str]:
+    lines = []
+    for keys, msg in _flatten(messages, prefix):
+        loc = _locate(doc, keys)
+        where = str(loc) if loc else name
+        if msg == "Unknown field.":
+            msg = "unknown key"
+        lines.append(f"{where}: {'.'.join(keys) or '(top level)'}: {msg}")
+    return lines
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read, expand and validate a config file (or the defaults when path is None)."""
+    env = os.environ if env is None else env
+    doc: Any = {}
+    name = str(path) if path else "defaults"
+    if path is not None:
+        if not path.exists():
+            raise ConfigError(f"{path}: configuration file not found")
+        try:
+            doc = load_yaml(path, str(path))
+        except MappingError as exc:
+            raise ConfigError(str(exc)) from None
+        if doc is None:
+            doc = {}
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}:1: expected a mapping of settings at the top level")
+    expanded = expand_env(doc, "", doc)
+    try:
+        config = ConfigSchema().load(expanded)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_errors(doc, exc.messages, name, []))) from None
+    problems: list[str] = []
+    validated: dict[str, Any] = {}
+    for cname, options in config["connectors"].items():
+        try:
+            cls = connector_class(options["type"])
+        except ConfigurationError as exc:
+            problems.append(f"{_locate(doc, ['connectors', cname, 'type']) or name}: connectors.{cname}.type: {exc}")
+            continue
+        try:
+            validated[cname] = cls.config_schema().load(options)
+        except ValidationError as exc:
+            problems.extend(_errors(doc, exc.messages, name, ["connectors", cname]))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    config["connectors"] = validated
+    if env.get("DATABASE_URL"):
+        config["database_url"] = env["DATABASE_URL"]
+    if env.get("GAPBRIDGE_DATABASE_URL"):
+        config["database_url"] = env["GAPBRIDGE_DATABASE_URL"]
+    return config
+
+
+def redact(value: Any) -> Any:
+    """A copy of a config tree with every secret replaced, for logs and API answers."""
+    if isinstance(value, Mapping):
+        return {k: ("***" if k in SECRET_KEYS and v else redact(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value

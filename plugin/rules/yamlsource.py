@@ -1,0 +1,131 @@
+"""Safe YAML loading that remembers where every value came from.
+
+Mapping files are loaded into ``LocatedDict`` / ``LocatedList``: ordinary dicts and
+lists that also know the line of each key or item, so a validation error can say
+``mappings/checks/evidence.yaml:42: checks[3].requires.count: ...``.
+Duplicate keys are an error (PyYAML silently keeps the last one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class LocatedDict(dict):
+    """A dict that knows the location of itself and of each of its keys."""
+
+    location: Location
+    key_locations: dict[Any, Location]
+
+    def loc(self, key: Any = None) -> Location:
+        if key is not None and key in self.key_locations:
+            return self.key_locations[key]
+        return self.location
+
+
+class LocatedList(list):
+    location: Location
+    item_locations: list[Location]
+
+    def loc(self, index: int | None = None) -> Location:
+        if index is not None and 0 <= index < len(self.item_locations):
+            return self.item_locations[index]
+        return self.location
+
+
+class MappingError(Exception):
+    """One fault in a mapping or override file, with its place."""
+
+    def __init__(self, location: Location | str, path: str, message: str) -> None:
+        self.location = location
+        self.path = path
+        self.message = message
+        where = f"{location}: {path}: " if path else f"{location}: "
+        super().__init__(where + message)
+
+
+class MappingErrors(Exception):
+    """Every fault found in one pass."""
+
+    def __init__(self, errors: list[MappingError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+def load_yaml(path: Path, display_name: str | None = None) -> Any:
+    """Load one YAML file into located containers; raise MappingError on any fault."""
+    name = display_name or str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MappingError(Location(name, 0), "", f"cannot read file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise MappingError(Location(name, 0), "", "file is not UTF-8 text") from None
+    return load_yaml_text(text, name)
+
+
+def load_yaml_text(text: str, name: str) -> Any:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        detail = exc.problem or str(exc)
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            detail += f" ({exc.context.replace('while parsing', 'in').strip()} started on line {exc.context_mark.line + 1})"
+        raise MappingError(Location(name, line), "", f"invalid YAML: {detail}") from None
+    except yaml.YAMLError as exc:
+        raise MappingError(Location(name, 0), "", f"invalid YAML: {exc}") from None
+    if node is None:
+        return None
+    return _construct(node, name)
+
+
+def _construct(node: yaml.Node, name: str) -> Any:
+    loc = Location(name, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out = LocatedDict()
+        out.location = loc
+        out.key_locations = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise MappingError(Location(name, key_node.start_mark.line + 1), "", "merge keys (<<) are not supported")
+            key = _construct(key_node, name)
+            if isinstance(key, (dict, list)):
+                raise MappingError(Location(name, key_node.start_mark.line + 1), "", "a key must be a scalar")
+            key_loc = Location(name, key_node.start_mark.line + 1)
+            if key in out:
+                raise MappingError(key_loc, str(key), f"duplicate key (first defined on line {out.key_locations[key].line})")
+            out[key] = _construct(value_node, name)
+            out.key_locations[key] = key_loc
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        seq = LocatedList()
+        seq.location = loc
+        seq.item_locations = []
+        for item in node.value:
+            seq.append(_construct(item, name))
+            seq.item_locations.append(Location(name, item.start_mark.line + 1))
+        return seq
+    # scalars: let the safe constructor resolve the tag (int, bool, null, timestamp...)
+    return _scalar(node)
+
+
+_SCALAR_LOADER = yaml.SafeLoader("")
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return _SCALAR_LOADER.construct_object(node, deep=True)

@@ -1,0 +1,127 @@
+"""Assessment: evaluate stale incidents against the ruleset and store one finding per check."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.canonical import FIELDS, OPEN_STATES
+
+from .. import audit
+from ..extensions import db
+from ..models import Finding, Incident, utcnow
+from ..rules.ruleset import FAIL, Ruleset
+from .store import canonical_from_row
+
+log = logging.getLogger("gapbridge.assess")
+
+BATCH = 500
+
+
+@dataclass
+class AssessSummary:
+    ruleset: str
+    assessed: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    opened: int = 0  # gaps that appeared
+    closed: int = 0  # gaps that went away
+
+
+def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: int) -> Any:
+    """Incidents whose findings may be out of date.
+
+    Stale: never assessed, assessed under another ruleset, changed since, or still open
+    and last assessed longer ago than the interval (checks on elapsed time can flip).
+    """
+    t = Incident.__table__.c
+    cutoff = now - timedelta(minutes=time_sensitive_minutes)
+    return sa.or_(
+        t.assessed_ruleset.is_(None),
+        t.assessed_ruleset != ruleset_hash,
+        t.assessed_revision != t.revision,
+        sa.and_(t.state.in_(OPEN_STATES), t.last_assessed_on < cutoff),
+    )
+
+
+def evaluate(ruleset: Ruleset, incident: dict[str, Any], now: datetime) -> list[tuple[Any, str, list[str]]]:
+    """(check, status, what is missing) for every check; explanations only for failures."""
+    out = []
+    for check in ruleset.checks:
+        status = check.evaluate(incident, now)
+        out.append((check, status, check.explain(incident, now) if status == FAIL else []))
+    return out
+
+
+def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes: int = 60,
+           now: datetime | None = None, progress: Callable[[int], None] | None = None) -> AssessSummary:
+    now = now or utcnow()
+    summary = AssessSummary(ruleset.hash)
+    t = Incident.__table__.c
+    cols = [t.id, t.revision, *(getattr(t, n) for n in FIELDS)]
+    where = sa.true() if everything else stale_condition(ruleset.hash, now, time_sensitive_minutes)
+    last_id = 0
+    while True:
+        rows = db.session.execute(
+            sa.select(*cols).where(where, t.id > last_id).order_by(t.id).limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        last_id = rows[-1].id
+        _assess_batch(ruleset, rows, now, summary)
+        db.session.commit()
+        if progress:
+            progress(summary.assessed)
+    if summary.assessed:
+        audit.record("assessment.completed", "ruleset", ruleset.hash, assessed=summary.assessed,
+                     statuses=dict(summary.statuses), gaps_opened=summary.opened, gaps_closed=summary.closed)
+        db.session.commit()
+    return summary
+
+
+def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: AssessSummary) -> None:
+    ids = [r.id for r in rows]
+    ft = Finding.__table__
+    previous = {
+        (f.incident_id, f.check_id): (f.status, f.first_failed_at)
+        for f in db.session.execute(
+            sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(ft.c.incident_id.in_(ids))
+        )
+    }
+    findings, events = [], []
+    for row in rows:
+        incident = canonical_from_row(row)
+        for check, status, details in evaluate(ruleset, incident, now):
+            before = previous.get((row.id, check.id))
+            first_failed = (before[1] if before and before[0] == FAIL else now) if status == FAIL else None
+            findings.append({
+                "incident_id": row.id, "check_id": check.id, "status": status, "severity": check.severity,
+                "subprocess": check.subprocess, "relation": check.relation,
+                "controls_2022": list(check.controls_2022), "controls_2013": list(check.controls_2013),
+                "details": details, "ruleset_hash": ruleset.hash, "evaluated_at": now, "first_failed_at": first_failed,
+            })
+            summary.statuses[status] += 1
+            was_fail = before is not None and before[0] == FAIL
+            if (status == FAIL) != was_fail:
+                opened = status == FAIL
+                summary.opened += opened
+                summary.closed += not opened
+                events.append({"action": "finding.opened" if opened else "finding.closed", "subject_type": "incident",
+                               "subject_id": str(row.id), "details": {"check": check.id, "number": row.number,
+                                                                      "source": row.source, "ruleset": ruleset.hash}})
+    db.session.execute(ft.delete().where(ft.c.incident_id.in_(ids)))
+    if findings:
+        db.session.execute(sa.insert(Finding), findings)
+    it = Incident.__table__
+    db.session.execute(
+        it.update().where(it.c.id == sa.bindparam("_id")).values(
+            assessed_revision=sa.bindparam("_rev"), assessed_ruleset=ruleset.hash, last_assessed_on=now),
+        [{"_id": r.id, "_rev": r.revision} for r in rows],
+    )
+    audit.record_many(events)
+    summary.assessed += len(rows)

@@ -1,0 +1,67 @@
+"""Read-side summaries of open gaps, shared by the CLI, the demo and the API."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..models import Finding, Incident, OutboxItem, RejectedRecord
+from ..rules.ruleset import FAIL, Ruleset
+
+
+@dataclass
+class GapReport:
+    incidents: int
+    security_incidents: int
+    with_gaps: int
+    rejected: int
+    by_control: list[tuple[str, str, str, int]]  # (2022 id, 2013 ids, title, open gaps)
+    by_subprocess: list[tuple[str, int]]  # (sub-process name, open gaps)
+    by_check: list[tuple[str, str, int]]
+    outbox: dict[str, int]
+
+
+def gap_report(ruleset: Ruleset) -> GapReport:
+    ft, it = Finding.__table__, Incident.__table__
+    incidents = db.session.scalar(sa.select(sa.func.count()).select_from(it)) or 0
+    security = db.session.scalar(sa.select(sa.func.count()).select_from(it).where(it.c.is_security.is_(True))) or 0
+    with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(ft.c.incident_id))).where(ft.c.status == FAIL)) or 0
+    rejected = db.session.scalar(sa.select(sa.func.count()).select_from(RejectedRecord)) or 0
+    per_check = dict(db.session.execute(
+        sa.select(ft.c.check_id, sa.func.count()).where(ft.c.status == FAIL).group_by(ft.c.check_id)).all())
+    by_control: Counter = Counter()
+    by_sub: Counter = Counter()
+    for check in ruleset.checks:
+        n = per_check.get(check.id, 0)
+        for c in check.controls_2022:
+            by_control[c] += n
+        by_sub[check.subprocess] += n
+    controls = []
+    for cid, n in sorted(by_control.items(), key=lambda kv: (-kv[1], kv[0])):
+        c = ruleset.catalogue.get("2022", cid)
+        olds = ", ".join(dict.fromkeys(o for ch in ruleset.checks if cid in ch.controls_2022 for o in ch.controls_2013))
+        controls.append((cid, olds, c.title if c else "", n))
+    subs = [(ruleset.subprocesses[s].name, n) for s, n in sorted(by_sub.items(), key=lambda kv: (-kv[1], kv[0]))]
+    checks = [(c.id, c.title, per_check.get(c.id, 0)) for c in ruleset.checks]
+    outbox = dict(db.session.execute(sa.select(OutboxItem.status, sa.func.count()).group_by(OutboxItem.status)).all())
+    return GapReport(incidents, security, with_gaps, rejected, controls, subs, checks, outbox)
+
+
+def format_report(r: GapReport) -> str:
+    lines = [
+        f"Incidents stored: {r.incidents} ({r.security_incidents} security), {r.with_gaps} with open gaps, {r.rejected} rejected",
+        "",
+        "Open gaps by Annex A control (2022 | 2013):",
+    ]
+    width = max((len(c[0]) for c in r.by_control), default=6)
+    for cid, olds, title, n in r.by_control:
+        lines.append(f"  {cid:<{width}}  {n:>6}  {title} | {olds}")
+    lines += ["", "Open gaps by ITIL sub-process:"]
+    for name, n in r.by_subprocess:
+        lines.append(f"  {n:>6}  {name}")
+    if r.outbox:
+        lines += ["", "Write-back outbox: " + ", ".join(f"{k} {v}" for k, v in sorted(r.outbox.items()))]
+    return "\n".join(lines)

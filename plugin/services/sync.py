@@ -1,0 +1,136 @@
+"""Sync: fetch pages since the bookmark, normalize, store; a page and its bookmark commit together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.base import Connector, ConnectorError, NormalizationError
+
+from .. import audit
+from ..extensions import db
+from ..models import RejectedRecord, SyncBookmark, SyncRun, utcnow
+from .store import acquire_lease, lease_holder, release_lease, upsert, upsert_incidents
+
+log = logging.getLogger("gapbridge.sync")
+
+
+class SyncBusyError(Exception):
+    """Another process holds this source's sync lease."""
+
+
+@dataclass
+class SyncSummary:
+    source: str
+    run_id: int
+    status: str
+    pages: int = 0
+    fetched: int = 0
+    stored: int = 0
+    changed: int = 0
+    rejected: int = 0
+    rejections: list[tuple[str, str]] = field(default_factory=list)  # (external id, reason), first few
+    error: str | None = None
+
+
+ProgressFn = Callable[[SyncSummary, int | None], None]
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_bookmark(source: str) -> dict[str, Any] | None:
+    row = db.session.get(SyncBookmark, source)
+    return dict(row.value) if row else None
+
+
+def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int = 900,
+                progress: ProgressFn | None = None) -> SyncSummary:
+    """Run one sync of ``connector``; raise ConnectorError after recording a failed run."""
+    source, me = connector.name, worker_id()
+    lease = f"sync:{source}"
+    if not acquire_lease(lease, me, lease_seconds):
+        holder = lease_holder(lease)
+        who = f" by {holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder else ""
+        raise SyncBusyError(f"a sync of {source!r} is already running{who}")
+    try:
+        return _run(connector, source, me, full, lease, lease_seconds, progress)
+    finally:
+        release_lease(lease, me)
+
+
+def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lease_seconds: int,
+         progress: ProgressFn | None) -> SyncSummary:
+    bookmark = None if full else load_bookmark(source)
+    run = SyncRun(source=source, full=full, status="running", started_at=utcnow(), bookmark_before=bookmark)
+    db.session.add(run)
+    audit.record("sync.started", "sync_run", None, source=source, full=full, bookmark=bookmark)
+    db.session.commit()
+    summary = SyncSummary(source, run.id, "running")
+    try:
+        for page in connector.fetch_pages(bookmark):
+            _store_page(connector, run, page.records, page.bookmark, summary)
+            acquire_lease(lease, me, lease_seconds)  # renew while we make progress
+            if progress:
+                progress(summary, page.total)
+    except ConnectorError as exc:
+        db.session.rollback()
+        _finish(run, summary, "failed", str(exc))
+        raise
+    except BaseException as exc:
+        # KeyboardInterrupt included: record the run as failed, the bookmark stays at the last page
+        db.session.rollback()
+        _finish(run, summary, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    _finish(run, summary, "succeeded", None)
+    return summary
+
+
+def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]],
+                bookmark: dict[str, Any] | None, summary: SyncSummary) -> None:
+    now = utcnow()
+    good, bad = [], []
+    for record in records:
+        try:
+            good.append(connector.normalize(record))
+        except NormalizationError as exc:
+            ext = str(record.get("sys_id") or record.get("id") or record.get("key") or "?")
+            if isinstance(ext, dict):
+                ext = str(ext.get("value"))
+            bad.append({"source": connector.name, "external_id": ext, "reason": str(exc), "raw": record,
+                        "sync_run_id": run.id, "rejected_at": now})
+    changed = upsert_incidents(good, now)
+    if good:
+        table = RejectedRecord.__table__
+        db.session.execute(table.delete().where(
+            table.c.source == connector.name, table.c.external_id.in_([g["external_id"] for g in good])))
+    upsert(RejectedRecord, bad, ["source", "external_id"], ["reason", "raw", "sync_run_id", "rejected_at"])
+    if bookmark is not None:
+        upsert(SyncBookmark, [{"source": connector.name, "value": bookmark, "updated_at": now}], ["source"], ["value", "updated_at"])
+    summary.pages += 1
+    summary.fetched += len(records)
+    summary.stored += len(good)
+    summary.changed += changed
+    summary.rejected += len(bad)
+    summary.rejections.extend((b["external_id"], b["reason"]) for b in bad[: max(0, 20 - len(summary.rejections))])
+    db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(
+        pages=summary.pages, fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
+        rejected=summary.rejected, bookmark_after=bookmark))
+    db.session.commit()  # the page, its rejections and the bookmark, in one transaction
+
+
+def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) -> None:
+    summary.status, summary.error = status, error
+    db.session.execute(sa.update(SyncRun).where(SyncRun.id == summary.run_id).values(
+        status=status, finished_at=utcnow(), error=error))
+    audit.record(f"sync.{status}", "sync_run", summary.run_id, source=summary.source, pages=summary.pages,
+                 fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
+                 rejected=summary.rejected, error=error)
+    db.session.commit()

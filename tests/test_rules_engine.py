@@ -1,0 +1,261 @@
+"""The rule engine: every operator, missing and empty values, time zones, and bad rule files."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from plugin.rules.conditions import Scope, compile_condition
+from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS, load_ruleset
+from plugin.rules.yamlsource import Location, MappingError, MappingErrors, load_yaml_text
+
+from .conftest import NOW, REPO, create_incident
+
+INVALID = Path(__file__).parent / "mappings_invalid"
+
+
+def cond(text: str, **params: Any):
+    node = load_yaml_text(text, "test.yaml")
+    return compile_condition(node, "c", Location("test.yaml", 1), Scope(params))
+
+
+def holds(text: str, incident: dict, now: datetime = NOW, **params: Any) -> bool:
+    return cond(text, **params)(incident, now)
+
+
+# --- operators -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{present: reporter}", True),
+    ("{present: problem_ref}", False),
+    ("{empty: problem_ref}", True),
+    ("{present: [reporter, reported_via]}", True),
+    ("{present: [reporter, problem_ref]}", False),
+    ("{field: severity, equals: high}", True),
+    ("{field: severity, equals: low}", False),
+    ("{field: is_security, equals: true}", True),
+    ("{field: severity, in: [critical, high]}", True),
+    ("{field: severity, in: [medium, low]}", False),
+    ("{field: title, matches: '(?i)phishing'}", True),
+    ("{field: title, matches: '^Ransom'}", False),
+    ("{field: resolved_at, before: closed_at}", True),
+    ("{field: closed_at, before: resolved_at}", False),
+    ("{field: opened_at, gte: '2026-10-01T00:00:00Z'}", True),
+    ("{field: opened_at, lt: '2026-10-01 00:00:00'}", False),
+    ("{count: evidence, min: 1}", True),
+    ("{count: evidence, min: 2}", False),
+    ("{count: evidence, max: 0}", False),
+    ("{count: notifications, where: {field: to, equals: reporter}, min: 1}", True),
+    ("{count: notifications, where: {field: to, equals: authority}, min: 1}", False),
+    ("{every: evidence, where: {present: sha256}}", True),
+    ("{every: evidence, where: {field: collected_at, before: incident.closed_at}}", True),
+    ("{every: evidence, where: {field: collected_at, before: incident.opened_at}}", False),
+    ("{elapsed: {from: opened_at, to: assessed_at}, at_most: 1h}", True),
+    ("{elapsed: {from: opened_at, to: assessed_at}, at_most: 59m}", False),
+    ("{elapsed: {from: opened_at, to: closed_at}, at_least: 2d}", True),
+    ("{since: opened_at, at_most: 6d}", True),
+    ("{since: opened_at, at_most: 4d}", False),
+    ("{since: opened_at, at_least: 1w}", False),
+    ("{all: [{present: reporter}, {present: root_cause}]}", True),
+    ("{all: [{present: reporter}, {present: problem_ref}]}", False),
+    ("{any: [{present: problem_ref}, {present: root_cause}]}", True),
+    ("{any: [{present: problem_ref}, {present: capacity_ref}]}", False),
+    ("{not: {present: problem_ref}}", True),
+    ("{not: {present: reporter}}", False),
+])
+def test_operator(text: str, expected: bool) -> None:
+    assert holds(text, create_incident()) is expected
+
+
+def test_missing_values_never_satisfy_a_comparison() -> None:
+    inc = create_incident(severity=None, evidence=[])
+    inc.update(opened_at=None, assessed_at=None)
+    assert not holds("{field: severity, equals: high}", inc)
+    assert not holds("{field: severity, in: [high]}", inc)
+    assert not holds("{field: opened_at, lt: '2030-01-01T00:00:00Z'}", inc)
+    assert not holds("{elapsed: {from: opened_at, to: assessed_at}, at_most: 1w}", inc)
+    assert not holds("{since: opened_at, at_most: 1w}", inc)
+    assert not holds("{field: resolved_at, before: opened_at}", inc)
+    assert holds("{every: evidence, where: {present: sha256}}", inc)  # nothing to violate
+    assert not holds("{count: evidence, min: 1}", inc)
+
+
+@pytest.mark.parametrize("empty", [None, "", []])
+def test_empty_string_none_and_empty_list_are_all_missing(empty: Any) -> None:
+    inc = create_incident(root_cause=empty)
+    assert not holds("{present: root_cause}", inc)
+    assert holds("{empty: root_cause}", inc)
+
+
+def test_false_is_a_recorded_value() -> None:
+    inc = create_incident(legal_hold=False)
+    assert holds("{present: legal_hold}", inc)
+    assert not holds("{field: legal_hold, equals: true}", inc)
+
+
+def test_in_on_a_list_field_matches_any_item() -> None:
+    inc = create_incident(related_refs=["PRB001", "CHG007"])
+    assert holds("{field: related_refs, in: [CHG007]}", inc)
+    assert not holds("{field: related_refs, in: [CHG999]}", inc)
+
+
+def test_items_that_are_not_mappings_do_not_count() -> None:
+    inc = create_incident(evidence=["just a string", {"sha256": "x"}])
+    assert holds("{count: evidence, where: {present: sha256}, min: 1, max: 1}", inc)
+    assert not holds("{every: evidence, where: {present: sha256}}", inc)
+
+
+def test_durations_by_severity_with_default() -> None:
+    text = "{elapsed: {from: opened_at, to: assessed_at}, at_most: {by: severity, values: {critical: 1h, high: 4h}, default: 30m}}"
+    opened = NOW - timedelta(days=1)
+    assert holds(text, create_incident(severity="high", opened_at=opened, assessed_at=opened + timedelta(hours=3)))
+    assert not holds(text, create_incident(severity="critical", opened_at=opened, assessed_at=opened + timedelta(hours=3)))
+    assert not holds(text, create_incident(severity="low", opened_at=opened, assessed_at=opened + timedelta(minutes=45)))
+
+
+def test_severity_table_without_default_has_no_limit_for_other_values() -> None:
+    text = "{since: opened_at, at_most: {by: severity, values: {critical: 1h}}}"
+    assert holds(text, create_incident(severity="low", opened_at=NOW - timedelta(days=300)))
+    assert not holds(text, create_incident(severity="critical", opened_at=NOW - timedelta(hours=2)))
+
+
+def test_parameters_are_resolved_at_compile_time() -> None:
+    assert holds("{field: severity, in: {param: sev}}", create_incident(), sev=["high"])
+    assert not holds("{field: severity, in: {param: sev}}", create_incident(), sev=["low"])
+    assert holds("{since: opened_at, at_most: {param: limit}}", create_incident(), limit="6d")
+
+
+def test_time_zones_compare_as_instants() -> None:
+    # 10:00 at UTC+02:00 is 08:00 UTC: one hour after 07:00 UTC
+    opened = datetime(2026, 5, 1, 7, 0, tzinfo=timezone.utc)
+    assessed = datetime(2026, 5, 1, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+    inc = create_incident(opened_at=opened, assessed_at=assessed)
+    assert holds("{elapsed: {from: opened_at, to: assessed_at}, at_most: 1h}", inc)
+    assert not holds("{elapsed: {from: opened_at, to: assessed_at}, at_most: 59m}", inc)
+    assert holds("{field: opened_at, equals: '2026-05-01T09:00:00+02:00'}", inc)
+    assert holds("{field: opened_at, gte: '2026-05-01 07:00:00'}", inc)  # naive text is UTC
+
+
+def test_explain_names_each_missing_part() -> None:
+    c = cond("{all: [{present: root_cause}, {present: lessons_learned, text: lessons learned written down}, {count: evidence, min: 1}]}")
+    inc = create_incident(root_cause=None, lessons_learned="", evidence=[])
+    assert c.explain(inc, NOW) == ["root cause recorded", "lessons learned written down", "at least 1 evidence"]
+    assert c.explain(create_incident(), NOW) == []
+
+
+def test_nothing_is_evaluated_as_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = f"{{field: title, equals: \"__import__('pathlib').Path('{marker}').touch()\"}}"
+    assert not holds(text, create_incident())
+    assert not marker.exists()
+
+
+# --- malformed conditions -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "fault"), [
+    ("{present: nosuchfield}", "unknown canonical field 'nosuchfield'"),
+    ("{field: severity}", "needs exactly one of"),
+    ("{field: severity, equals: high, in: [low]}", "needs exactly one of"),
+    ("{bogus: 1}", "unknown condition"),
+    ("{all: []}", "non-empty list"),
+    ("{count: reporter, min: 1}", "'reporter' is not a list field"),
+    ("{count: evidence}", "count needs min, max or both"),
+    ("{count: evidence, min: -1}", "whole number >= 0"),
+    ("{since: opened_at, at_most: soon}", "expected a duration"),
+    ("{since: title, at_most: 1h}", "'title' is not a timestamp field"),
+    ("{elapsed: {from: opened_at}, at_most: 1h}", "expected a field name"),
+    ("{field: title, matches: '(unclosed'}", "invalid regular expression"),
+    ("{field: severity, in: {param: nope}}", "unknown parameter 'nope'"),
+    ("{field: opened_at, gt: yesterday}", "expected a timestamp"),
+    ("{field: title, before: closed_at}", "before compares two timestamp fields"),
+    ("{present: reporter, extra: 1}", "unknown key"),
+    ("[present, reporter]", "expected a condition mapping"),
+])
+def test_malformed_condition_is_rejected_with_its_fault(text: str, fault: str) -> None:
+    with pytest.raises(MappingError) as exc:
+        cond(text)
+    assert fault in str(exc.value)
+    assert str(exc.value).startswith("test.yaml:1: c")
+
+
+# --- whole rule files -------------------------------------------------------------------------
+
+
+def shipped_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", root)
+    return root
+
+
+def invalid_cases() -> list[Path]:
+    return sorted(INVALID.glob("*.yaml"))
+
+
+def _expectations(path: Path) -> tuple[str, int, str]:
+    """The header of an invalid file says what must be reported: `# expect: LINE: TEXT`."""
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path.name} lacks its '# expect: LINE: TEXT' header"
+    line, text = first[len("# expect: "):].split(": ", 1)
+    return path.name, int(line), text
+
+
+@pytest.mark.parametrize("path", invalid_cases(), ids=lambda p: p.stem)
+def test_invalid_mapping_file_is_rejected_naming_file_line_and_fault(path: Path, tmp_path: Path) -> None:
+    name, line, fault = _expectations(path)
+    root = shipped_copy(tmp_path)
+    overrides = None
+    if name.startswith("override_"):
+        overrides = tmp_path / name
+        shutil.copy(path, overrides)
+        where = str(overrides)
+    else:
+        shutil.copy(path, root / "checks" / name)
+        where = f"mappings/checks/{name}"
+    with pytest.raises(MappingErrors) as exc:
+        load_ruleset(root, overrides=overrides)
+    messages = [str(e) for e in exc.value.errors]
+    assert any(m.startswith(f"{where}:{line}:") and fault in m for m in messages), messages
+
+
+def test_at_least_twenty_invalid_files_are_kept() -> None:
+    assert len(invalid_cases()) >= 20
+
+
+def test_lint_mode_reports_every_fault_in_one_pass(tmp_path: Path) -> None:
+    root = shipped_copy(tmp_path)
+    for path in invalid_cases():
+        if not path.name.startswith("override_"):
+            shutil.copy(path, root / "checks" / path.name)
+    with pytest.raises(MappingErrors) as exc:
+        load_ruleset(root)
+    files = {e.location.file for e in exc.value.errors if isinstance(e.location, Location)}
+    expected = {f"mappings/checks/{p.name}" for p in invalid_cases() if not p.name.startswith("override_")}
+    assert expected <= files
+
+
+def test_shipped_mappings_load_and_hash_is_stable(tmp_path: Path) -> None:
+    a = load_ruleset(REPO / "mappings")
+    b = load_ruleset(shipped_copy(tmp_path))
+    assert a.hash == b.hash and len(a.checks) >= 9
+
+
+def test_a_changed_threshold_changes_the_hash(tmp_path: Path) -> None:
+    base = load_ruleset(REPO / "mappings")
+    ov = tmp_path / "ov.yaml"
+    ov.write_text("checks:\n  ASSESS-001:\n    params:\n      decision_time: {critical: 2h, high: 4h, medium: 24h, low: 72h}\n")
+    assert load_ruleset(REPO / "mappings", overrides=ov).hash != base.hash
+
+
+def test_check_statuses() -> None:
+    rs = load_ruleset(REPO / "mappings")
+    evid = rs.check("EVID-001")
+    assert evid is not None
+    assert evid.evaluate(create_incident(), NOW) == PASS
+    assert evid.evaluate(create_incident(evidence=[]), NOW) == FAIL
+    assert evid.evaluate(create_incident(is_security=False, evidence=[]), NOW) == NOT_APPLICABLE
