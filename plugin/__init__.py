@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from importlib.resources import files
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ from flask import Flask
 from .config import ConfigError, load_config
 from .extensions import db, migrate
 from .rules.ruleset import Ruleset, load_ruleset
-from .rules.yamlsource import MappingErrors
 
 __all__ = ["create_app", "ConfigError", "GapBridge"]
 
@@ -22,7 +21,12 @@ MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
 
 def shipped_mappings() -> Path:
-    return Path(str(files("mappings")))
+    """The mappings folder installed with GapBridge (a namespace package of YAML files)."""
+    spec = importlib.util.find_spec("mappings")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(location) / "subprocesses.yaml").is_file():
+            return Path(location)
+    return Path(__file__).resolve().parent.parent / "mappings"
 
 
 class GapBridge:
@@ -127,11 +131,3 @@ def gapbridge(app: Flask | None = None) -> GapBridge:
     from flask import current_app
 
     return (app or current_app).extensions["gapbridge"]
-
-
-def check_mappings(state: GapBridge) -> None:
-    """Compile the ruleset now so that a bad mapping stops start-up."""
-    try:
-        state.reload_ruleset()
-    except MappingErrors:
-        raise

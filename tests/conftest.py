@@ -31,6 +31,8 @@ def _migrated(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> st
     """Run the real migrations once per session; tests then start from empty tables."""
     from flask_migrate import downgrade, upgrade
 
+    from plugin.extensions import db
+
     cfg = load_config(None, env={})
     cfg["database_url"] = database_url
     cfg["instance_path"] = str(tmp_path_factory.mktemp("instance"))
@@ -38,6 +40,7 @@ def _migrated(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> st
     with app.app_context():
         downgrade(revision="base")  # a database left over from an earlier run starts clean
         upgrade()
+        db.engine.dispose()
     return database_url
 
 
@@ -67,12 +70,14 @@ def app_factory(_migrated: str, tmp_path: Path) -> Iterator[Any]:
         return app
 
     yield build
-    if made:
-        with made[0].app_context():
+    for i, app in enumerate(made):
+        with app.app_context():
             db.session.remove()
-            for table in reversed(db.metadata.sorted_tables):
-                db.session.execute(table.delete())
-            db.session.commit()
+            if i == 0:
+                for table in reversed(db.metadata.sorted_tables):
+                    db.session.execute(table.delete())
+                db.session.commit()
+                db.session.remove()
             db.engine.dispose()
 
 

@@ -68,12 +68,13 @@ class Predicate:
 class Scope:
     """Where a condition is compiled: which names are fields, and the check's params."""
 
-    def __init__(self, params: Mapping[str, Any], *, item_of: str | None = None) -> None:
+    def __init__(self, params: Mapping[str, Any], *, item_of: str | None = None, used: set[str] | None = None) -> None:
         self.params = params
         self.item_of = item_of  # inside count/every: fields are the item's keys
+        self.used: set[str] = set() if used is None else used  # canonical fields the condition reads
 
     def item_scope(self, list_field: str) -> Scope:
-        return Scope(self.params, item_of=list_field)
+        return Scope(self.params, item_of=list_field, used=self.used)
 
 
 def compile_condition(node: Any, path: str, where: Location, scope: Scope) -> Predicate:
@@ -121,6 +122,9 @@ def _field(node: dict, key: str, path: str, loc: Location, scope: Scope) -> str:
         canonical = name[len(PARENT):] if scope.item_of is not None else name
         if canonical not in FIELDS:
             raise MappingError(_loc(node, key, loc), f"{path}.{key}", f"unknown canonical field {canonical!r}")
+        scope.used.add(canonical)
+    elif scope.item_of is not None:
+        scope.used.add(scope.item_of)
     return name
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .across import AcrossRule, compile_rule
 from .conditions import ALWAYS, Predicate, Scope, compile_condition
 from .yamlsource import LocatedDict, LocatedList, Location, MappingError, MappingErrors, load_yaml
 
@@ -239,6 +240,12 @@ class Check:
     overlay: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     definition: dict[str, Any] = field(default_factory=dict)  # the effective YAML, for the hash and explain
+    rule: AcrossRule | None = None  # set for checks across incidents
+    fields: frozenset[str] = frozenset()  # canonical fields the check reads
+
+    @property
+    def across(self) -> bool:
+        return self.rule is not None
 
     def evaluate(self, incident: Mapping[str, Any], now: datetime) -> str:
         if not self.applies.fn(incident, now):
@@ -260,11 +267,17 @@ class Ruleset:
     overlays: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        self.by_id = {c.id: c for c in self.checks}
+        self.incident_checks = [c for c in self.checks if not c.across]
+        self.across_checks = [c for c in self.checks if c.across]
+
     def check(self, check_id: str) -> Check | None:
-        return next((c for c in self.checks if c.id == check_id), None)
+        return self.by_id.get(check_id)
 
     def assess(self, incident: Mapping[str, Any], now: datetime) -> list[tuple[Check, str]]:
-        return [(c, c.evaluate(incident, now)) for c in self.checks]
+        """Per-incident checks only; checks across incidents need the whole set."""
+        return [(c, c.evaluate(incident, now)) for c in self.incident_checks]
 
 
 def _loc(node: Any, key: Any = None) -> Location:
@@ -388,20 +401,34 @@ def compile_check(node: Any, path: str, loc: Location, cat: Catalogue, subs: Map
     params = node.get("params") or {}
     if not isinstance(params, dict):
         raise MappingError(_loc(node, "params"), f"{path}.params", "expected a mapping of parameter -> value")
-    scope = Scope(params)
+    scope_kind = node.get("scope", "incident")
+    if scope_kind not in ("incident", "across"):
+        raise MappingError(_loc(node, "scope"), f"{path}.scope", f"expected incident or across, got {scope_kind!r}")
+    rule = None
+    if scope_kind == "across":
+        if "rule" not in node:
+            raise MappingError(loc, path, "a check with scope: across needs a rule")
+        rule = compile_rule(node["rule"], f"{path}.rule", _loc(node, "rule"))
+    elif "rule" in node:
+        raise MappingError(_loc(node, "rule"), f"{path}.rule", "rule belongs to checks with scope: across")
+    conditions = Scope(params)
     applies = ALWAYS
     if node.get("applies_when") is not None:
-        applies = compile_condition(node["applies_when"], f"{path}.applies_when", _loc(node, "applies_when"), scope)
-    if "requires" not in node:
+        applies = compile_condition(node["applies_when"], f"{path}.applies_when", _loc(node, "applies_when"), conditions)
+    if "requires" in node:
+        requires = compile_condition(node["requires"], f"{path}.requires", _loc(node, "requires"), conditions)
+    elif rule is not None and rule.type == "open_weakness":
+        requires = ALWAYS
+    else:
         raise MappingError(loc, path, "missing required key 'requires'")
-    requires = compile_condition(node["requires"], f"{path}.requires", _loc(node, "requires"), scope)
     missing = node.get("missing") or requires.text
     return Check(
         id=cid, title=node["title"].strip(), subprocess=sub, controls_2022=tuple(controls),
         controls_2013=tuple(dict.fromkeys(c2013)), relation=relation, severity=sev,
         rationale=" ".join(node["rationale"].split()), remediation=" ".join(node["remediation"].split()),
         applies=applies, requires=requires, missing=str(missing), params=dict(params), origin=loc,
-        overlay=overlay, provenance=provenance, definition=_plain(node),
+        overlay=overlay, provenance=provenance, definition=_plain(node), rule=rule,
+        fields=frozenset(conditions.used | (rule.fields if rule else frozenset())),
     )
 
 

@@ -16,8 +16,9 @@ from connectors.canonical import FIELDS, OPEN_STATES
 from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
+from ..rules.across import evaluate_across_detailed
 from ..rules.ruleset import FAIL, Ruleset
-from .store import canonical_from_row
+from .store import canonical_from_row, canonical_subset
 
 log = logging.getLogger("gapbridge.assess")
 
@@ -52,7 +53,7 @@ def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: in
 def evaluate(ruleset: Ruleset, incident: dict[str, Any], now: datetime) -> list[tuple[Any, str, list[str]]]:
     """(check, status, what is missing) for every check; explanations only for failures."""
     out = []
-    for check in ruleset.checks:
+    for check in ruleset.incident_checks:
         status = check.evaluate(incident, now)
         out.append((check, status, check.explain(incident, now) if status == FAIL else []))
     return out
@@ -77,7 +78,9 @@ def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes
         db.session.commit()
         if progress:
             progress(summary.assessed)
-    if summary.assessed:
+    if ruleset.across_checks:
+        _assess_across(ruleset, now, summary)
+    if summary.assessed or summary.opened or summary.closed:
         audit.record("assessment.completed", "ruleset", ruleset.hash, assessed=summary.assessed,
                      statuses=dict(summary.statuses), gaps_opened=summary.opened, gaps_closed=summary.closed)
         db.session.commit()
@@ -87,11 +90,10 @@ def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes
 def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: AssessSummary) -> None:
     ids = [r.id for r in rows]
     ft = Finding.__table__
+    mine = ft.c.incident_id.in_(ids) & ft.c.check_id.not_in([c.id for c in ruleset.across_checks])
     previous = {
         (f.incident_id, f.check_id): (f.status, f.first_failed_at)
-        for f in db.session.execute(
-            sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(ft.c.incident_id.in_(ids))
-        )
+        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine))
     }
     findings, events = [], []
     for row in rows:
@@ -99,12 +101,7 @@ def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: Ass
         for check, status, details in evaluate(ruleset, incident, now):
             before = previous.get((row.id, check.id))
             first_failed = (before[1] if before and before[0] == FAIL else now) if status == FAIL else None
-            findings.append({
-                "incident_id": row.id, "check_id": check.id, "status": status, "severity": check.severity,
-                "subprocess": check.subprocess, "relation": check.relation,
-                "controls_2022": list(check.controls_2022), "controls_2013": list(check.controls_2013),
-                "details": details, "ruleset_hash": ruleset.hash, "evaluated_at": now, "first_failed_at": first_failed,
-            })
+            findings.append(_finding_row(check, row.id, status, details, ruleset.hash, now, first_failed))
             summary.statuses[status] += 1
             was_fail = before is not None and before[0] == FAIL
             if (status == FAIL) != was_fail:
@@ -114,7 +111,7 @@ def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: Ass
                 events.append({"action": "finding.opened" if opened else "finding.closed", "subject_type": "incident",
                                "subject_id": str(row.id), "details": {"check": check.id, "number": row.number,
                                                                       "source": row.source, "ruleset": ruleset.hash}})
-    db.session.execute(ft.delete().where(ft.c.incident_id.in_(ids)))
+    db.session.execute(ft.delete().where(mine))
     if findings:
         db.session.execute(sa.insert(Finding), findings)
     it = Incident.__table__
@@ -125,3 +122,47 @@ def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: Ass
     )
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+def _finding_row(check: Any, incident_id: int, status: str, details: list[str], ruleset_hash: str, now: datetime,
+                 first_failed: datetime | None) -> dict[str, Any]:
+    return {
+        "incident_id": incident_id, "check_id": check.id, "status": status, "severity": check.severity,
+        "subprocess": check.subprocess, "relation": check.relation,
+        "controls_2022": list(check.controls_2022), "controls_2013": list(check.controls_2013),
+        "details": details, "ruleset_hash": ruleset_hash, "evaluated_at": now, "first_failed_at": first_failed,
+    }
+
+
+def _assess_across(ruleset: Ruleset, now: datetime, summary: AssessSummary) -> None:
+    """Checks across incidents see every stored incident; only changed findings are written."""
+    t = Incident.__table__.c
+    needed = sorted({"number", "source"} | {f for c in ruleset.across_checks for f in c.fields})
+    rows = db.session.execute(sa.select(t.id, *(getattr(t, n) for n in needed)).order_by(t.id)).all()
+    incidents = [canonical_subset(r, needed) for r in rows]
+    ft = Finding.__table__
+    for check in ruleset.across_checks:
+        outcomes = evaluate_across_detailed(check, incidents, now)
+        before = {f.incident_id: f for f in db.session.execute(
+            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash).where(ft.c.check_id == check.id))}
+        changed, events = [], []
+        for row, (status, details) in zip(rows, outcomes):
+            old = before.get(row.id)
+            if old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
+                continue
+            first_failed = (old.first_failed_at if old is not None and old.status == FAIL else now) if status == FAIL else None
+            changed.append(_finding_row(check, row.id, status, details, ruleset.hash, now, first_failed))
+            summary.statuses[status] += 1
+            was_fail = old is not None and old.status == FAIL
+            if (status == FAIL) != was_fail:
+                summary.opened += status == FAIL
+                summary.closed += status != FAIL
+                events.append({"action": "finding.opened" if status == FAIL else "finding.closed", "subject_type": "incident",
+                               "subject_id": str(row.id), "details": {"check": check.id, "number": row.number,
+                                                                      "source": row.source, "ruleset": ruleset.hash}})
+        for start in range(0, len(changed), BATCH):
+            chunk = changed[start:start + BATCH]
+            db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_([c["incident_id"] for c in chunk])))
+            db.session.execute(sa.insert(Finding), chunk)
+        audit.record_many(events)
+        db.session.commit()

@@ -99,6 +99,15 @@ def canonical_from_row(row: Any) -> dict[str, Any]:
     return out
 
 
+def canonical_subset(row: Any, names: list[str]) -> dict[str, Any]:
+    """Only the named fields of a stored incident, for checks across many incidents."""
+    out = {n: getattr(row, n) for n in names}
+    for n in names:
+        if n in LIST_FIELDS:
+            out[n] = [_parse_item(i) for i in out[n] or []]
+    return out
+
+
 def _parse_item(item: Any) -> Any:
     if not isinstance(item, dict):
         return item

@@ -1,0 +1,254 @@
+"""Sync, assessment and write-back through the services, with an in-memory tool."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from plugin import gapbridge
+from plugin.extensions import db
+from plugin.models import AuditEvent, Finding, Incident, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
+from plugin.services.assess import assess
+from plugin.services.enrich import drain, plan
+from plugin.services.store import acquire_lease
+from plugin.services.sync import SyncBusyError, sync_source
+
+from .conftest import NOW
+from .fakes import FakeConnector, FakeTicketing
+
+
+def count(model: type, *where: object) -> int:
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model).where(*where)) or 0
+
+
+def test_sync_stores_every_incident_once_and_moves_the_bookmark(app) -> None:
+    tool = FakeTicketing(40)
+    with app.app_context():
+        s = sync_source(FakeConnector(tool))
+        assert (s.status, s.fetched, s.stored, s.pages) == ("succeeded", 40, 40, 6)
+        assert count(Incident) == 40
+        last = max(tool.tickets.values(), key=lambda t: (t["updated"], t["id"]))
+        assert db.session.get(SyncBookmark, "fake").value == {"updated_at": last["updated"], "id": last["id"]}
+        again = sync_source(FakeConnector(tool))
+        assert again.fetched == 0 and count(Incident) == 40
+
+
+def test_sync_killed_midway_resumes_from_the_bookmark(app) -> None:
+    tool = FakeTicketing(50)
+    tool.crash_after_pages = 3
+    with app.app_context():
+        with pytest.raises(Exception, match="simulated crash"):
+            sync_source(FakeConnector(tool))
+        assert count(Incident) == 21  # three committed pages of seven
+        run = db.session.execute(sa.select(SyncRun)).scalar_one()
+        assert run.status == "failed" and "simulated crash" in run.error
+        tool.crash_after_pages = None
+        s = sync_source(FakeConnector(tool))
+        assert s.fetched == 29  # only what was not stored before
+        numbers = db.session.scalars(sa.select(Incident.external_id)).all()
+        assert sorted(numbers) == sorted(tool.tickets) and len(numbers) == len(set(numbers))
+
+
+def test_a_page_that_fails_to_store_leaves_no_part_of_itself(app, monkeypatch) -> None:
+    from plugin.services import sync as sync_module
+
+    tool = FakeTicketing(21)
+    real = sync_module.upsert_incidents
+    calls = {"n": 0}
+
+    def flaky(incidents, now):
+        calls["n"] += 1
+        real(incidents, now)
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed after writing rows, before the commit
+        return len(incidents)
+
+    monkeypatch.setattr(sync_module, "upsert_incidents", flaky)
+    with app.app_context():
+        with pytest.raises(KeyboardInterrupt):
+            sync_source(FakeConnector(tool))
+        assert count(Incident) == 7
+        bookmark = db.session.get(SyncBookmark, "fake").value
+        assert bookmark["id"] == sorted(tool.tickets.values(), key=lambda t: (t["updated"], t["id"]))[6]["id"]
+        monkeypatch.setattr(sync_module, "upsert_incidents", real)
+        sync_source(FakeConnector(tool))
+        assert count(Incident) == 21
+
+
+def test_unnormalizable_records_are_rejected_with_reason_and_do_not_stop_the_sync(app) -> None:
+    tool = FakeTicketing(10)
+    bad = sorted(tool.tickets)[3]
+    tool.bad_ids = {bad}
+    with app.app_context():
+        s = sync_source(FakeConnector(tool))
+        assert (s.stored, s.rejected) == (9, 1)
+        assert s.rejections == [(bad, "INC0000003: field 'opened_at': not a timestamp: 'yesterday'")]
+        rejected = db.session.execute(sa.select(RejectedRecord)).scalar_one()
+        assert rejected.external_id == bad and rejected.raw["number"] == "INC0000003"
+        tool.bad_ids = set()
+        tool.touch(bad)
+        sync_source(FakeConnector(tool))
+        assert count(RejectedRecord) == 0 and count(Incident) == 10
+
+
+def test_concurrent_sync_of_the_same_source_is_refused(app) -> None:
+    with app.app_context():
+        assert acquire_lease("sync:fake", "other-host:1", 600)
+        with pytest.raises(SyncBusyError, match="already running by other-host:1"):
+            sync_source(FakeConnector(FakeTicketing(3)))
+
+
+def test_assessment_stores_a_finding_per_check_and_reassesses_only_what_is_stale(app, tmp_path: Path) -> None:
+    tool = FakeTicketing(12)
+    with app.app_context():
+        ruleset = gapbridge().ruleset
+        sync_source(FakeConnector(tool))
+        first = assess(ruleset, now=NOW)
+        assert first.assessed == 12
+        assert count(Finding) == 12 * len(ruleset.checks)
+        assert count(Finding, Finding.ruleset_hash != ruleset.hash) == 0
+        # closed incidents only: nothing is time-sensitive, so nothing is stale
+        assert assess(ruleset, now=NOW + timedelta(days=1)).assessed == 0
+        # one incident changes in the tool
+        sid = sorted(tool.tickets)[1]
+        tool.touch(sid, evidence=not tool.tickets[sid]["evidence"])
+        sync_source(FakeConnector(tool))
+        assert assess(ruleset, now=NOW).assessed == 1
+        # the same record synced again unchanged is not stale
+        tool.touch(sid)
+        sync_source(FakeConnector(tool))
+        assert assess(ruleset, now=NOW).assessed == 0
+
+
+def test_a_mapping_change_makes_every_finding_stale(app, tmp_path: Path) -> None:
+    tool = FakeTicketing(6)
+    with app.app_context():
+        state = gapbridge()
+        sync_source(FakeConnector(tool))
+        assess(state.ruleset, now=NOW)
+        ov = tmp_path / "overrides.yaml"
+        ov.write_text("checks:\n  EVID-001:\n    severity: critical\n")
+        state.config["mappings"]["overrides"] = str(ov)
+        new = state.reload_ruleset()
+        assert assess(new, now=NOW).assessed == 6
+        assert {f.severity for f in db.session.scalars(sa.select(Finding).where(Finding.check_id == "EVID-001"))} == {"critical"}
+
+
+def test_reload_with_a_bad_mapping_keeps_the_last_good_ruleset(app, tmp_path: Path) -> None:
+    from plugin.rules.yamlsource import MappingErrors
+
+    with app.app_context():
+        state = gapbridge()
+        good = state.ruleset
+        ov = tmp_path / "overrides.yaml"
+        ov.write_text("checks:\n  EVID-001:\n    severity: extreme\n")
+        state.config["mappings"]["overrides"] = str(ov)
+        with pytest.raises(MappingErrors, match="overrides.yaml:3"):
+            state.reload_ruleset()
+        assert state.ruleset is good
+
+
+def _pipeline(tool: FakeTicketing, now=NOW):
+    ruleset = gapbridge().ruleset
+    connector = FakeConnector(tool)
+    sync_source(connector)
+    assess(ruleset, now=now)
+    planned = plan(ruleset)
+    return planned, drain({"fake": connector}, backoff_base=60)
+
+
+def test_write_back_writes_one_note_per_changed_incident_and_nothing_the_second_time(app) -> None:
+    tool = FakeTicketing(12)
+    with app.app_context():
+        planned, drained = _pipeline(tool)
+        with_gaps = {e for e, t in tool.tickets.items() if t["security"] and not t["evidence"]}
+        assert with_gaps and set(tool.notes) == with_gaps
+        assert drained.written == len(with_gaps) and all(len(n) == 1 for n in tool.notes.values())
+        note = next(iter(tool.notes.values()))[0]
+        assert "EVID-001" in note and "A.5.28" in note and "A.16.1.7" in note and "Incident Resolution" in note
+        assert "What to do:" in note and "[gapbridge:" in note
+        # the write-back changed the tickets; a second full pass writes nothing
+        planned2, drained2 = _pipeline(tool)
+        assert planned2.queued == 0 and drained2.written == 0
+        assert all(len(n) == 1 for n in tool.notes.values())
+        assert count(AuditEvent, AuditEvent.action == "writeback.written") == len(with_gaps)
+
+
+def test_fixed_gaps_produce_one_follow_up_note(app) -> None:
+    tool = FakeTicketing(6)
+    with app.app_context():
+        _pipeline(tool)
+        sid = next(e for e, t in tool.tickets.items() if t["security"] and not t["evidence"])
+        tool.touch(sid, evidence=True)
+        planned, drained = _pipeline(tool)
+        assert planned.queued == 1 and drained.written == 1
+        follow_up = tool.notes[sid][-1]
+        assert "no open gaps" in follow_up and "Resolved since the last check: EVID-001" in follow_up
+
+
+def test_outbox_survives_a_failing_tool_and_delivers_once_later(app) -> None:
+    tool = FakeTicketing(9)
+    tool.fail_writes = 1000
+    with app.app_context():
+        started = utcnow()
+        planned, drained = _pipeline(tool)
+        assert planned.queued > 0 and drained.written == 0 and drained.retrying == 1
+        assert "fake" in drained.unreachable  # one failure stops hammering the tool for this run
+        pending = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "pending")).all()
+        assert len(pending) == planned.queued
+        tried = [p for p in pending if p.attempts]
+        assert len(tried) == 1 and tried[0].next_attempt_at >= started + timedelta(seconds=1) and "503" in tried[0].last_error
+        # the tool comes back; a later run (a restart: fresh session) delivers every item once
+        tool.fail_writes = 0
+        db.session.remove()
+        later = drain({"fake": FakeConnector(tool)}, now=utcnow() + timedelta(days=1))
+        assert later.written == planned.queued
+        assert count(OutboxItem, OutboxItem.status == "sent") == planned.queued
+        assert all(len(n) == 1 for n in tool.notes.values())
+
+
+def test_a_write_the_tool_accepted_before_a_crash_is_not_repeated(app) -> None:
+    tool = FakeTicketing(6)
+    with app.app_context():
+        _pipeline(tool)
+        item = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "sent")).first()
+        # as if we crashed after the tool accepted the write but before our commit
+        item.status, item.sent_at = "pending", None
+        db.session.commit()
+        notes_before = sum(len(n) for n in tool.notes.values())
+        again = drain({"fake": FakeConnector(tool)})
+        assert again.already_current == 1 and again.written == 0
+        assert sum(len(n) for n in tool.notes.values()) == notes_before
+
+
+def test_a_fatal_write_error_is_reported_not_retried_forever(app) -> None:
+    tool = FakeTicketing(6)
+    tool.fatal_writes = True
+    with app.app_context():
+        _, drained = _pipeline(tool)
+        assert drained.failed >= 1 and drained.written == 0
+        failed = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "failed")).all()
+        assert failed and "itil role" in failed[0].last_error
+        assert count(AuditEvent, AuditEvent.action == "writeback.failed") == len(failed)
+        tool.fatal_writes = False
+        retried = drain({"fake": FakeConnector(tool)}, retry_failed=True)
+        assert retried.written == len(failed) == drained.failed
+
+
+def test_retries_give_up_after_max_attempts_and_say_so(app) -> None:
+    tool = FakeTicketing(3)
+    tool.fail_writes = 10_000
+    with app.app_context():
+        ruleset = gapbridge().ruleset
+        sync_source(FakeConnector(tool))
+        assess(ruleset, now=NOW)
+        plan(ruleset)
+        when = utcnow()
+        for _ in range(3):
+            when += timedelta(days=2)
+            drain({"fake": FakeConnector(tool)}, max_attempts=3, now=when)
+        failed = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "failed")).all()
+        assert failed and failed[0].attempts == 3
