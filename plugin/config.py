@@ -90,20 +90,20 @@ class ConfigSchema(Schema):
                 raise ValidationError({"connectors": {name: {"type": ["Missing data for required field."]}}})
 
 
-def expand_env(node: Any, path: str, where: Any) -> Any:
+def expand_env(node: Any, path: str, where: Any, env: Mapping[str, str]) -> Any:
     """Replace ``${VAR}`` in strings; raise ConfigError naming the key if VAR is unset."""
     if isinstance(node, dict):
-        out = {k: expand_env(v, f"{path}.{k}" if path else str(k), node) for k, v in node.items()}
+        out = {k: expand_env(v, f"{path}.{k}" if path else str(k), node, env) for k, v in node.items()}
         if isinstance(node, LocatedDict):
             located = LocatedDict(out)
             located.location, located.key_locations = node.location, node.key_locations
             return located
         return out
     if isinstance(node, list):
-        return [expand_env(v, f"{path}[{i}]", node) for i, v in enumerate(node)]
+        return [expand_env(v, f"{path}[{i}]", node, env) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
-            value = os.environ.get(m.group(1))
+            value = env.get(m.group(1))
             if value is None:
                 loc = _key_loc(where, path)
                 raise ConfigError(f"{loc}: {path}: environment variable {m.group(1)} is not set")
@@ -174,7 +174,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> dict
             doc = {}
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}:1: expected a mapping of settings at the top level")
-    expanded = expand_env(doc, "", doc)
+    expanded = expand_env(doc, "", doc, env)
     try:
         config = ConfigSchema().load(expanded)
     except ValidationError as exc:

@@ -325,7 +325,7 @@ def _check_docs(root: Path, overlays: Iterable[str], errors: list[MappingError])
         if meta["id"] in wanted:
             found.extend(_checks_in(doc, name, meta["id"], errors))
     for missing in sorted(wanted - seen):
-        errors.append(MappingError(Location("configuration", 0), "regulatory", f"no overlay named {missing!r} in mappings/overlays (found: {', '.join(sorted(seen)) or 'none'})"))
+        errors.append(MappingError(Location("configuration", 0), "mappings.regulatory", f"no overlay named {missing!r} in mappings/overlays (found: {', '.join(sorted(seen)) or 'none'})"))
     return found
 
 

@@ -21,7 +21,7 @@ class Location:
     line: int  # 1-based
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}" if self.line else self.file
 
 
 class LocatedDict(dict):

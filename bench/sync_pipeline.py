@@ -1,0 +1,141 @@
+"""Benchmark: fetch only vs. the full pipeline, and assessment alone, over the demo ITSM.
+
+    python bench/sync_pipeline.py --incidents 20000
+
+The demo ITSM runs in its own process on loopback, as a real ITSM would. The last line
+printed is ``fetch_per_s=<n> pipeline_per_s=<n> ratio=<pipeline/fetch> assess_per_s=<n>
+peak_rss_mb=<n>``:
+
+- fetch: HTTP and JSON parsing of every page through the ServiceNow connector;
+- pipeline: fetch, normalize, store and assess (findings written) in one sync;
+- assess: the compiled ruleset over stored incidents, one core, no database time;
+- peak_rss_mb: the peak resident memory of this process (pipeline and assessment
+  stream in pages and batches, so it should not grow with --incidents).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{url}/api/now/table/incident?sysparm_limit=1", auth=("admin", "admin"), timeout=2)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"demo ITSM did not start on {url}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--incidents", type=int, default=20000)
+    parser.add_argument("--page-size", type=int, default=500)
+    args = parser.parse_args()
+
+    from connectors.servicenow import ServiceNowConnector
+    from demo_itsm.seed import seed_database
+    from plugin import create_app, gapbridge
+    from plugin.cli import demo_config, migrate_db
+    from plugin.extensions import db
+    from plugin.models import Incident
+    from plugin.services.assess import assess, evaluate
+    from plugin.services.store import canonical_from_row
+    from plugin.services.sync import sync_source
+
+    work = Path(tempfile.mkdtemp(prefix="gapbridge-bench-"))
+    itsm_db = work / "itsm.sqlite"
+    t = time.perf_counter()
+    seed_database(itsm_db, args.incidents)
+    print(f"seeded {args.incidents} incidents in {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "demo_itsm", "--db", str(itsm_db), "--port", str(port)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_up(url)
+        cfg = demo_config(url, work)
+        cfg["database_url"] = f"sqlite:///{work / 'gapbridge.db'}"
+        cfg["connectors"]["demo"]["page_size"] = args.page_size
+        options = cfg["connectors"]["demo"]
+
+        # 1. fetch only: the same pages, HTTP and JSON, nothing else
+        connector = ServiceNowConnector("demo", options)
+        t = time.perf_counter()
+        fetched = sum(len(p.records) for p in connector.fetch_pages(None))
+        fetch_s = time.perf_counter() - t
+        connector.close()
+        assert fetched == args.incidents, f"fetched {fetched} of {args.incidents}"
+
+        # 2. the full pipeline: fetch, normalize, store, assess (findings written)
+        app = create_app(gapbridge_config=cfg)
+        migrate_db(app)
+        with app.app_context():
+            ruleset = gapbridge(app).ruleset
+            connector = ServiceNowConnector("demo", options)
+            t = time.perf_counter()
+            summary = sync_source(connector)
+            sync_s = time.perf_counter() - t
+            a = assess(ruleset)
+            pipeline_s = time.perf_counter() - t
+            connector.close()
+            assert summary.stored == args.incidents and a.assessed == args.incidents
+
+            # 3. assessment alone: the compiled ruleset over stored incidents, in batches
+            t_eval = 0.0
+            last = 0
+            n = 0
+            cols = Incident.__table__.c
+            while True:
+                rows = db.session.execute(db.select(*cols).where(cols.id > last).order_by(cols.id).limit(2000)).all()
+                if not rows:
+                    break
+                last = rows[-1].id
+                batch = [canonical_from_row(r) for r in rows]
+                from plugin.models import utcnow
+
+                now = utcnow()
+                t = time.perf_counter()
+                for inc in batch:
+                    evaluate(ruleset, inc, now)
+                t_eval += time.perf_counter() - t
+                n += len(batch)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        fetch_rate = fetched / fetch_s
+        pipeline_rate = args.incidents / pipeline_s
+        print(f"checks={len(ruleset.checks)} fetch={fetch_s:.2f}s sync(fetch+normalize+store)={sync_s:.2f}s "
+              f"pipeline(+assess with findings stored)={pipeline_s:.2f}s assess-only={t_eval:.2f}s for {n}", file=sys.stderr)
+        print(f"fetch_per_s={fetch_rate:.0f} pipeline_per_s={pipeline_rate:.0f} ratio={pipeline_rate / fetch_rate:.2f} "
+              f"assess_per_s={n / t_eval:.0f} peak_rss_mb={peak_mb:.0f}")
+    finally:
+        server.terminate()
+        server.wait(10)
+        if not os.environ.get("GAPBRIDGE_BENCH_KEEP"):
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
