@@ -167,3 +167,263 @@ def connector_class(kind: str) -> type[Connector]:
     except KeyError:
         known = ", ".join(sorted(classes)) or "none installed"
         raise ConfigurationError(f"unknown connector type {kind!r} (known: {known})") from None
+
+
+# --- HTTP ------------------------------------------------------------------------------
+
+#: statuses worth a retry; 429 and 503 may say when in Retry-After
+RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def _tool_message(response: requests.Response) -> str:
+    """The tool's own error text, when its body says one (ServiceNow, Jira and RT shapes)."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().replace("\n", " ")
+        return text[:200]
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            parts = [str(err.get(k)) for k in ("message", "detail") if err.get(k)]
+            return ": ".join(parts)
+        if isinstance(err, str):
+            return str(body.get("error_description") or err)
+        for key in ("errorMessages", "message", "errors"):
+            if body.get(key):
+                return str(body[key])[:200]
+    return ""
+
+
+def raise_for_response(response: requests.Response, what: str) -> None:
+    """Map an HTTP answer onto the error tree. The one place statuses become errors.
+
+    ``what`` names the call (method and path, never credentials or query secrets).
+    """
+    status = response.status_code
+    if status < 400:
+        return
+    said = _tool_message(response)
+    message = f"{what}: HTTP {status}{' ' + response.reason if response.reason else ''}{' (' + said + ')' if said else ''}"
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 401:
+        raise AuthenticationError(message + ": check the credentials")
+    if status == 403:
+        raise PermissionDeniedError(message + ": the account lacks a role or ACL for this")
+    if status == 404:
+        raise NotFoundError(message)
+    if status == 429:
+        raise RateLimitedError(message, retry_after)
+    if status >= 500 or status in RETRIABLE_STATUSES:
+        raise ServerError(message, retry_after)
+    raise FatalConnectorError(message)
+
+
+class HttpSession:
+    """One ``requests.Session`` per connector: timeouts on every call, retries with backoff.
+
+    Retriable failures (no answer, 429, 5xx) are retried up to ``max_attempts`` in all,
+    waiting ``Retry-After`` when the tool says, otherwise exponential backoff with full
+    jitter. A Retry-After longer than ``max_wait`` is not slept through: the error goes
+    up so the caller (the outbox, the next sync) comes back later instead of blocking.
+    A 401 with token auth refreshes the token once.
+    """
+
+    def __init__(self, base_url: str, *, auth: requests.auth.AuthBase | tuple[str, str] | None = None,
+                 connect_timeout: float = 5.0, read_timeout: float = 60.0, max_attempts: int = 5,
+                 backoff_base: float = 0.5, backoff_max: float = 30.0, max_wait: float = 120.0,
+                 user_agent: str = "GapBridge", sleep: Any = time.sleep) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_base, self.backoff_max, self.max_wait = backoff_base, backoff_max, max_wait
+        self.sleep = sleep
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.headers.update({"Accept": "application/json", "User-Agent": user_agent})
+
+    def url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else f"{self.base_url}/{path.lstrip('/')}"
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        what = f"{method} {self.url(path).split('?', 1)[0]}"
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.session.request(method, self.url(path), timeout=self.timeout, **kwargs)
+                if response.status_code == 401 and not refreshed and hasattr(self.session.auth, "invalidate"):
+                    self.session.auth.invalidate()  # the token may have expired early: one fresh try
+                    refreshed, attempt = True, attempt - 1
+                    continue
+                raise_for_response(response, what)
+                return response
+            except requests.Timeout as exc:
+                error: RetriableConnectorError = TransportError(f"{what}: timed out ({type(exc).__name__})")
+            except requests.ConnectionError as exc:
+                error = TransportError(f"{what}: no connection ({type(exc).__name__})")
+            except RetriableConnectorError as exc:
+                error = exc
+            if attempt >= self.max_attempts:
+                raise type(error)(f"{error} (gave up after {attempt} attempts)", error.retry_after) from error
+            wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)
+            if wait > self.max_wait:
+                raise error
+            log.warning("%s; retry %d of %d in %.1fs", error, attempt, self.max_attempts - 1, wait)
+            self.sleep(wait)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> tuple[Any, requests.Response]:
+        """Request and parse the JSON body; a body that is not JSON is an InvalidResponseError."""
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json(), response
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type")
+            snippet = response.text[:80].replace("\n", " ")
+            raise InvalidResponseError(f"{method} {self.url(path).split('?', 1)[0]}: HTTP {response.status_code} "
+                                       f"answered {kind}, not JSON: {snippet!r}") from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class OAuth2TokenAuth(requests.auth.AuthBase):
+    """Bearer tokens from an OAuth 2.0 token endpoint, fetched lazily and refreshed.
+
+    Grants: ``password`` and ``client_credentials``. A refresh token, when the server
+    gives one, is used first; if refused, the original grant is repeated.
+    """
+
+    def __init__(self, token_url: str, grant: str, client_id: str, client_secret: str, *,
+                 username: str | None = None, password: str | None = None, timeout: tuple[float, float] = (5.0, 30.0),
+                 skew_seconds: float = 60.0, clock: Any = time.monotonic) -> None:
+        if grant not in ("password", "client_credentials"):
+            raise ConfigurationError(f"unsupported OAuth grant {grant!r}")
+        self.token_url, self.grant = token_url, grant
+        self.client_id, self.client_secret = client_id, client_secret
+        self.username, self.password = username, password
+        self.timeout, self.skew, self.clock = timeout, skew_seconds, clock
+        self.access_token: str | None = None
+        self.refresh_token: str | None = None
+        self.expires_at = 0.0
+        self.http = requests.Session()
+
+    def invalidate(self) -> None:
+        self.access_token = None
+
+    def _request_token(self, form: dict[str, str]) -> dict[str, Any]:
+        what = f"POST {self.token_url}"
+        try:
+            response = self.http.post(self.token_url, data=form, timeout=self.timeout, headers={"Accept": "application/json"})
+        except requests.Timeout:
+            raise TransportError(f"{what}: timed out") from None
+        except requests.ConnectionError:
+            raise TransportError(f"{what}: no connection") from None
+        if response.status_code in (400, 401):
+            raise AuthenticationError(f"{what}: OAuth token refused (HTTP {response.status_code}, {_tool_message(response) or 'no reason given'}); "
+                                      f"check client_id, client_secret and the {self.grant} grant")
+        raise_for_response(response, what)
+        try:
+            body = response.json()
+        except ValueError:
+            raise InvalidResponseError(f"{what}: token response is not JSON") from None
+        if not isinstance(body, dict) or not body.get("access_token"):
+            raise InvalidResponseError(f"{what}: token response has no access_token")
+        return body
+
+    def token(self) -> str:
+        if self.access_token and self.clock() < self.expires_at - self.skew:
+            return self.access_token
+        base = {"client_id": self.client_id, "client_secret": self.client_secret}
+        body = None
+        if self.refresh_token:
+            try:
+                body = self._request_token({**base, "grant_type": "refresh_token", "refresh_token": self.refresh_token})
+            except AuthenticationError:
+                self.refresh_token = None  # expired or revoked: fall back to the original grant
+        if body is None:
+            form = {**base, "grant_type": self.grant}
+            if self.grant == "password":
+                form.update(username=self.username or "", password=self.password or "")
+            body = self._request_token(form)
+        self.access_token = str(body["access_token"])
+        self.refresh_token = body.get("refresh_token") or self.refresh_token
+        try:
+            lifetime = float(body.get("expires_in") or 1800)
+        except (TypeError, ValueError):
+            lifetime = 1800.0
+        self.expires_at = self.clock() + lifetime
+        return self.access_token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token()}"
+        return request
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --- pagination ---------------------------------------------------------------------------
+
+
+class KeysetPaginator:
+    """Pages after a key, in key order, until a short page: stable while records change.
+
+    ``fetch(after, limit)`` returns records ordered by key, all strictly after ``after``
+    (None for the start). ``key(record)`` gives a record's key, a tuple of comparables.
+    A page whose last key does not move forward means the tool ignored the query: that is
+    an error, not an endless loop.
+    """
+
+    def __init__(self, fetch: Any, key: Any, page_size: int) -> None:
+        self.fetch, self.key, self.page_size = fetch, key, page_size
+
+    def pages(self, after: tuple[Any, ...] | None) -> Iterator[tuple[list[dict[str, Any]], tuple[Any, ...] | None, int | None]]:
+        while True:
+            records, total = self.fetch(after, self.page_size)
+            if not records:
+                return
+            last = self.key(records[-1])
+            if after is not None and not last > after:
+                raise InvalidResponseError(f"pagination did not advance past {after!r}: the tool ignored the ordering or the filter")
+            yield records, last, total
+            if len(records) < self.page_size:
+                return
+            after = last
+
+
+class OffsetPaginator:
+    """Pages by offset over a set that does not change while we read it (journals, lookups)."""
+
+    def __init__(self, fetch: Any, page_size: int, max_records: int = 100_000) -> None:
+        self.fetch, self.page_size, self.max_records = fetch, page_size, max_records
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while offset < self.max_records:
+            records, total = self.fetch(offset, self.page_size)
+            yield from records
+            offset += len(records)
+            if len(records) < self.page_size or (total is not None and offset >= total):
+                return

@@ -70,7 +70,7 @@ class FakeConnector(Connector):
         return create_incident(
             source=self.name, external_id=record["id"], number=record["number"], is_security=record["security"],
             evidence=create_incident()["evidence"] if record["evidence"] else [],
-            enrichment_fingerprint=record["fingerprint"], raw=dict(record),
+            enrichment_fingerprint=record["fingerprint"], affected_ci=f"ci-{record['number']}", raw=dict(record),
         )
 
     def write_back(self, enrichment: Enrichment) -> WriteResult:

@@ -1,0 +1,303 @@
+"""The ServiceNow connector: keyset sync over the Table API, normalisation, work-note write-back."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from ..base import (
+    Connector,
+    Enrichment,
+    HttpSession,
+    InvalidResponseError,
+    KeysetPaginator,
+    NormalizationError,
+    OAuth2TokenAuth,
+    Page,
+    WriteResult,
+)
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
+from .schema import ServiceNowOptionsSchema
+
+SN_TIME = "%Y-%m-%d %H:%M:%S"
+_MARKER = re.compile(r"\[gapbridge:([0-9a-z]+)\]")
+_REF_SPLIT = re.compile(r"[,;\n]")
+# list fields held as JSON arrays of objects; the others are lists of references
+_JSON_LISTS = frozenset({"evidence", "notifications", "escalations", "timeline"})
+# fields people read by name: references (groups, users, CIs, companies, problems) shown by display value;
+# every other field keeps its code (category, contact_type, close_code), which checks compare against
+_BY_NAME = frozenset({"business_unit", "assignment_group", "assignee", "reporter", "affected_ci", "problem_ref",
+                      "maintenance_ref", "capacity_ref"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+class ServiceNowConnector(Connector):
+    """Incidents from one ServiceNow instance's ``incident`` or ``sn_si_incident`` table."""
+
+    config_schema = ServiceNowOptionsSchema
+
+    def __init__(self, name: str, options: Mapping[str, Any], *, sleep: Any = None) -> None:
+        super().__init__(name, options)
+        self.base = options["instance_url"]
+        self.table = options["table"]
+        self.field_map: dict[str, str] = dict(options["field_map"])
+        self.write_options = options["write_back"]
+        auth_opts = options["auth"]
+        timeout = options["timeout"]
+        auth: Any
+        if auth_opts["method"] == "basic":
+            auth = (auth_opts["username"], auth_opts["password"])
+        else:
+            auth = OAuth2TokenAuth(f"{self.base}/oauth_token.do",
+                                   "password" if auth_opts["method"] == "oauth_password" else "client_credentials",
+                                   auth_opts["client_id"], auth_opts["client_secret"], username=auth_opts.get("username"),
+                                   password=auth_opts.get("password"), timeout=(timeout["connect"], timeout["read"]))
+        extra = {"sleep": sleep} if sleep is not None else {}
+        self.http = HttpSession(self.base, auth=auth, connect_timeout=timeout["connect"], read_timeout=timeout["read"],
+                                max_attempts=options["max_attempts"], **extra)
+        self.columns = self._columns()
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _columns(self) -> str:
+        wanted = {"sys_id", "number", "sys_updated_on", "sys_class_name", *self.field_map.values()}
+        if self.options["is_security"]["field"]:
+            wanted.add(self.options["is_security"]["field"])
+        fp = self.write_options["fingerprint_field"]
+        # without a fingerprint column, the marker in the newest work note tells what is on the ticket
+        wanted.add(fp if fp else "work_notes")
+        return ",".join(sorted(wanted))
+
+    def _scoped(self, condition: str) -> str:
+        scope = self.options["query"].strip().strip("^")
+        return f"{scope}^{condition}" if scope else condition
+
+    def keyset_query(self, after: tuple[str, str] | None) -> str:
+        """The encoded query for records after (sys_updated_on, sys_id), in that order."""
+        order = "ORDERBYsys_updated_on^ORDERBYsys_id"
+        if after is None:
+            return self._scoped(order) if self.options["query"].strip() else order
+        updated, sys_id = after
+        if not sys_id:
+            return f"{self._scoped(f'sys_updated_on>={updated}')}^{order}"
+        return (f"{self._scoped(f'sys_updated_on>{updated}')}^NQ"
+                f"{self._scoped(f'sys_updated_on={updated}^sys_id>{sys_id}')}^{order}")
+
+    def _list(self, after: tuple[str, str] | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        params = {"sysparm_query": self.keyset_query(after), "sysparm_limit": str(limit),
+                  "sysparm_display_value": self.options["display_value"], "sysparm_exclude_reference_link": "true",
+                  "sysparm_fields": self.columns}
+        body, response = self.http.json("GET", f"api/now/table/{self.table}", params=params)
+        result = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(result, list):
+            raise InvalidResponseError(f"GET api/now/table/{self.table}: the body has no 'result' list")
+        total = response.headers.get("X-Total-Count")
+        return result, int(total) if total and total.isdigit() else None
+
+    def _key(self, record: Mapping[str, Any]) -> tuple[str, str]:
+        updated, sys_id = raw_value(record.get("sys_updated_on")), raw_value(record.get("sys_id"))
+        if not updated or not sys_id:
+            # without them the page cannot be continued; the record itself is rejected in normalize
+            raise InvalidResponseError(f"a record without sys_updated_on or sys_id in {self.table}: {sys_id or '?'}")
+        return str(updated), str(sys_id)
+
+    def fetch_pages(self, bookmark: Mapping[str, Any] | None) -> Iterator[Page]:
+        after: tuple[str, str] | None = None
+        if bookmark and bookmark.get("sys_updated_on"):
+            overlap = self.options["bookmark_overlap_seconds"]
+            if overlap:
+                start = parse_utc(bookmark["sys_updated_on"])
+                assert start is not None
+                after = ((start - timedelta(seconds=overlap)).strftime(SN_TIME), "")
+            else:
+                after = (str(bookmark["sys_updated_on"]), str(bookmark.get("sys_id") or ""))
+        seen = 0
+        for records, last, remaining in KeysetPaginator(self._list, self._key, self.options["page_size"]).pages(after):
+            total = seen + remaining if remaining is not None else None
+            seen += len(records)
+            assert last is not None
+            yield Page(records, {"sys_updated_on": last[0], "sys_id": last[1]}, total)
+
+    # --- normalising -------------------------------------------------------------------
+
+    def normalize(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        sys_id = raw_value(record.get("sys_id"))
+        number = raw_value(record.get("number")) or sys_id
+        if not sys_id:
+            raise NormalizationError("record has no sys_id")
+        incident = empty_incident()
+        incident.update(source=self.name, external_id=str(sys_id), url=f"{self.base}/{self.table}.do?sys_id={sys_id}")
+        for canonical, column in self.field_map.items():
+            try:
+                incident[canonical] = self._convert(canonical, record.get(column))
+            except (ValueError, TypeError) as exc:
+                raise NormalizationError(f"{number}: column {column} (canonical {canonical}): {exc}") from None
+        incident["number"] = incident["number"] or str(sys_id)
+        incident["is_security"] = self._is_security(record, incident)
+        fp_column = self.write_options["fingerprint_field"]
+        if fp_column:
+            incident["enrichment_fingerprint"] = str(raw_value(record.get(fp_column)) or "") or None
+        else:
+            found = _MARKER.search(str(display_value(record.get("work_notes")) or ""))  # journal shows newest first
+            incident["enrichment_fingerprint"] = found.group(1) if found else None
+        incident["raw"] = dict(record)
+        return incident
+
+    def _convert(self, canonical: str, cell: Any) -> Any:
+        kind = FIELDS[canonical]
+        if kind == "state":
+            code = str(raw_value(cell) or "")
+            if not code:
+                raise ValueError("no state")
+            try:
+                return self.options["state_map"][code]
+            except KeyError:
+                raise ValueError(f"state {code!r} is not in state_map ({', '.join(self.options['state_map'])})") from None
+        if kind == "severity":
+            code = str(raw_value(cell) or "")
+            if not code:
+                return None
+            try:
+                return self.options["priority_map"][code]
+            except KeyError:
+                raise ValueError(f"{code!r} is not in priority_map ({', '.join(self.options['priority_map'])})") from None
+        if canonical in DATETIME_FIELDS:
+            return parse_utc(raw_value(cell))
+        if canonical in BOOL_FIELDS:
+            text = str(raw_value(cell) or "").strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False if text else None
+            raise ValueError(f"not a boolean: {text!r}")
+        if canonical in LIST_FIELDS:
+            return _list_value(canonical, cell)
+        # references by name when the instance sends names (display_value=all), else the sys_id
+        value = display_value(cell) if canonical in _BY_NAME else raw_value(cell)
+        text = str(value).strip() if value is not None else ""
+        return text or None
+
+    def _is_security(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> bool:
+        rule = self.options["is_security"]
+        if rule["field"] and str(raw_value(record.get(rule["field"])) or "").lower() in _TRUE:
+            return True
+        table = str(raw_value(record.get("sys_class_name")) or self.table)
+        if table in rule["tables"] or self.table in rule["tables"]:
+            return True
+        return (incident.get("category") or "").lower() in {c.lower() for c in rule["categories"]}
+
+    # --- writing -----------------------------------------------------------------------
+
+    def write_back(self, enrichment: Enrichment) -> WriteResult:
+        body: dict[str, Any] = {}
+        if self.write_options["work_note"] and enrichment.note:
+            body["work_notes"] = enrichment.note
+        for name, column in self.write_options["columns"].items():
+            if name in enrichment.fields:
+                body[column] = _cell_text(enrichment.fields[name])
+        fp_column = self.write_options["fingerprint_field"]
+        if fp_column:
+            body[fp_column] = enrichment.fingerprint
+        if not body:
+            return WriteResult(enrichment.external_id, False, detail="nothing configured to write")
+        if self.write_options["dry_run"]:
+            return WriteResult(enrichment.external_id, False, dry_run=True, detail=f"would PATCH {', '.join(sorted(body))}")
+        check = sorted(c for c in body if c != "work_notes")
+        params = {"sysparm_fields": ",".join(["sys_id", *check]), "sysparm_display_value": "false",
+                  "sysparm_exclude_reference_link": "true"}
+        result, _ = self.http.json("PATCH", f"api/now/table/{self.table}/{enrichment.external_id}", params=params, json=body)
+        record = result.get("result") if isinstance(result, dict) else None
+        if not isinstance(record, dict):
+            raise InvalidResponseError(f"PATCH api/now/table/{self.table}/{enrichment.external_id}: the body has no 'result' record")
+        # ServiceNow ignores columns it does not have: a missing one is a configuration fault, say so
+        absent = [c for c in check if c not in record]
+        if absent:
+            raise InvalidResponseError(f"{self.table} has no column {', '.join(absent)}: create it or change write_back in the configuration")
+        return WriteResult(enrichment.external_id, True, detail=f"patched {', '.join(sorted(body))}")
+
+    def current_fingerprint(self, external_id: str) -> str | None:
+        fp_column = self.write_options["fingerprint_field"]
+        if fp_column:
+            body, _ = self.http.json("GET", f"api/now/table/{self.table}/{external_id}",
+                                     params={"sysparm_fields": f"sys_id,{fp_column}", "sysparm_display_value": "false"})
+            record = body.get("result") if isinstance(body, dict) else None
+            if not isinstance(record, dict):
+                raise InvalidResponseError(f"GET api/now/table/{self.table}/{external_id}: the body has no 'result' record")
+            return str(record.get(fp_column) or "") or None
+        query = f"element_id={external_id}^element=work_notes^valueLIKE[gapbridge:^ORDERBYDESCsys_created_on"
+        body, _ = self.http.json("GET", "api/now/table/sys_journal_field",
+                                 params={"sysparm_query": query, "sysparm_limit": "1", "sysparm_fields": "value,sys_created_on"})
+        rows = body.get("result") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise InvalidResponseError("GET api/now/table/sys_journal_field: the body has no 'result' list")
+        found = _MARKER.search(str(rows[0].get("value", ""))) if rows else None
+        return found.group(1) if found else None
+
+    def close(self) -> None:
+        self.http.close()
+        if isinstance(self.http.session.auth, OAuth2TokenAuth):
+            self.http.session.auth.close()
+
+
+# --- cells -------------------------------------------------------------------------------
+
+
+def raw_value(cell: Any) -> Any:
+    """The stored value of a cell: codes, sys_ids, UTC times (``{display_value, value}`` unwrapped)."""
+    if isinstance(cell, dict):
+        return cell.get("value")
+    return cell
+
+
+def display_value(cell: Any) -> Any:
+    """What a person sees: the name of a referenced record when the instance sent it."""
+    if isinstance(cell, dict):
+        shown = cell.get("display_value")
+        return shown if shown not in (None, "") else cell.get("value")
+    return cell
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _list_value(canonical: str, cell: Any) -> list[Any]:
+    value = raw_value(cell)
+    if value is None or value == "":
+        return []
+    if canonical not in _JSON_LISTS:
+        if isinstance(value, list):
+            return [str(v).strip() for v in value if str(v).strip()]
+        return [part.strip() for part in _REF_SPLIT.split(str(value)) if part.strip()]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos})") from None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a JSON list of objects, got {type(value).__name__}")
+    items = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {i} is {type(item).__name__}, expected an object")
+        items.append(_item(item))
+    return items
+
+
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in item.items():
+        if key in ITEM_DATETIME_KEYS:
+            try:
+                v = parse_utc(v)
+            except ValueError:
+                v = None  # an unreadable time counts as missing; the raw record keeps the text
+        elif isinstance(v, list):
+            v = [_item(x) if isinstance(x, dict) else x for x in v]
+        out[key] = v
+    return out

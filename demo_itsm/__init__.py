@@ -1,0 +1,17 @@
+"""A small stand-in for ServiceNow's Table API, for the demo, the tests and the benchmark.
+
+Not a product feature: it answers the Table API the way GapBridge's ServiceNow connector
+uses it, over its own SQLite file, seeded deterministically by ``demo_itsm.seed``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DemoITSM"]
+
+
+def __getattr__(name: str):  # lazy, so ``demo_itsm.seed`` imports without Flask
+    if name == "DemoITSM":
+        from .server import DemoITSM
+
+        return DemoITSM
+    raise AttributeError(name)
