@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -148,7 +148,7 @@ class Connector(abc.ABC):
     def current_fingerprint(self, external_id: str) -> str | None:
         """The enrichment fingerprint the ticket carries now, read from the tool."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook, most connectors have nothing to release)
         """Release sessions and sockets."""
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
-import importlib.util
 from pathlib import Path
 from typing import Any
 

@@ -39,7 +39,7 @@ class Context:
             try:
                 self._app = create_app(config_path=self.config_path, gapbridge_config=config)
                 with self._app.app_context():
-                    gapbridge(self._app).ruleset  # a bad mapping stops start-up here
+                    _ = gapbridge(self._app).ruleset  # a bad mapping stops start-up here
             except ConfigError as exc:
                 fail(f"configuration error:\n{exc}")
             except MappingErrors as exc:
@@ -252,6 +252,7 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
     cfg["instance_path"] = str(workdir)
     cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
     cfg["api"]["enabled"] = True
+    cfg["mappings"]["regulatory"] = ["gdpr", "nis2", "dora"]  # show every check the demo data exercises
     from connectors.servicenow import ServiceNowConnector
 
     cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({

@@ -101,6 +101,24 @@ def test_concurrent_sync_of_the_same_source_is_refused(app) -> None:
             sync_source(FakeConnector(FakeTicketing(3)))
 
 
+def test_a_lease_held_by_a_dead_process_on_this_host_is_taken_over(app) -> None:
+    import subprocess
+    import sys
+
+    from plugin.services.sync import worker_id
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid no longer runs
+    host = worker_id().rpartition(":")[0]
+    with app.app_context():
+        assert acquire_lease("sync:fake", f"{host}:{gone.pid}", 600)
+        summary = sync_source(FakeConnector(FakeTicketing(3)))  # a killed sync does not block the next for the lease time
+        assert summary.status == "succeeded"
+        # a live holder on this host, or any holder elsewhere, still blocks
+        assert acquire_lease("sync:fake", f"{host}:1", 600)
+        assert not acquire_lease("sync:fake", worker_id(), 600)
+
+
 def test_assessment_stores_a_finding_per_check_and_reassesses_only_what_is_stale(app, tmp_path: Path) -> None:
     tool = FakeTicketing(12)
     with app.app_context():

@@ -146,7 +146,7 @@ def _assess_across(ruleset: Ruleset, now: datetime, summary: AssessSummary) -> N
         before = {f.incident_id: f for f in db.session.execute(
             sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash).where(ft.c.check_id == check.id))}
         changed, events = [], []
-        for row, (status, details) in zip(rows, outcomes):
+        for row, (status, details) in zip(rows, outcomes, strict=True):
             old = before.get(row.id)
             if old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
                 continue

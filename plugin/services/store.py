@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,7 +147,28 @@ def acquire_lease(name: str, holder: str, seconds: float) -> bool:
         return True
     except IntegrityError:
         db.session.rollback()
+    # a holder on this host whose process is gone (killed, crashed) need not block us until expiry
+    current = db.session.execute(sa.select(table.c.holder).where(table.c.name == name)).scalar()
+    if current and current != holder and _dead_local_holder(current, holder):
+        result = db.session.execute(table.update().where(table.c.name == name, table.c.holder == current)
+                                    .values(holder=holder, expires_at=until))
+        db.session.commit()
+        return result.rowcount == 1
+    return False
+
+
+def _dead_local_holder(current: str, me: str) -> bool:
+    """True if ``current`` ("host:pid") is a process of this host that no longer runs."""
+    host, _, pid = current.rpartition(":")
+    if host != me.rpartition(":")[0] or not pid.isdigit():
         return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    return False
 
 
 def release_lease(name: str, holder: str) -> None:

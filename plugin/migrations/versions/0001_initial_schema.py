@@ -1,12 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 15:05:36.103476
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
@@ -17,7 +17,7 @@ depends_on = None
 
 
 def upgrade():
-    
+
     op.create_table('audit_log',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
@@ -181,11 +181,11 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_rejected_records')),
     sa.UniqueConstraint('source', 'external_id', name='uq_rejected_source_external_id')
     )
-    
+
 
 
 def downgrade():
-    
+
     op.drop_table('rejected_records')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_due')
@@ -213,4 +213,4 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_audit_log_action'))
 
     op.drop_table('audit_log')
-    
+
