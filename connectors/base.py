@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import requests
 from marshmallow import Schema
@@ -236,6 +236,13 @@ def raise_for_response(response: requests.Response, what: str) -> None:
     raise FatalConnectorError(message)
 
 
+@runtime_checkable
+class _InvalidatableAuth(Protocol):
+    """Auth that can drop a cached credential, e.g. :class:`OAuth2TokenAuth`, so the next request fetches a fresh one."""
+
+    def invalidate(self) -> None: ...
+
+
 class HttpSession:
     """One ``requests.Session`` per connector: timeouts on every call, retries with backoff.
 
@@ -273,8 +280,9 @@ class HttpSession:
             attempt += 1
             try:
                 response = self.session.request(method, self.url(path), timeout=self.timeout, **kwargs)
-                if response.status_code == 401 and not refreshed and hasattr(self.session.auth, "invalidate"):
-                    self.session.auth.invalidate()  # the token may have expired early: one fresh try
+                auth = self.session.auth
+                if response.status_code == 401 and not refreshed and isinstance(auth, _InvalidatableAuth):
+                    auth.invalidate()  # the token may have expired early: one fresh try
                     refreshed, attempt = True, attempt - 1
                     continue
                 raise_for_response(response, what)

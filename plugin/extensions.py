@@ -1,8 +1,11 @@
 """Extensions live at module level and never store the app."""
 
+from typing import TYPE_CHECKING, ClassVar
+
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
+from sqlalchemy.orm import DeclarativeBase
 
 # Explicit constraint names so Alembic migrations are stable on SQLite and PostgreSQL.
 NAMING = {
@@ -13,5 +16,22 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+    if TYPE_CHECKING:
+        # Every model names its table, so ``__table__`` is a ``Table`` (SQLAlchemy types it as ``FromClause``).
+        __table__: ClassVar[Table]
+
+
+db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
+
+# Models subclass ``Model``. At runtime it is ``db.Model`` (Flask-SQLAlchemy's subclass of ``Base``,
+# adding ``query``, bind keys and ``__repr__``); mypy cannot use an instance attribute as a base
+# class (python/mypy#8603), so type checking sees the declarative ``Base`` it is built from.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model

@@ -26,13 +26,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, overload
 
 from connectors.canonical import DATETIME_FIELDS, FIELDS, LIST_FIELDS, parse_utc
 
 from .yamlsource import LocatedDict, LocatedList, Location, MappingError
 
-Fn = Callable[[Mapping[str, Any], datetime], bool]
+
+class Record(Protocol):
+    """What a compiled condition reads fields from: an incident mapping, or an ``ItemView``."""
+
+    @overload
+    def get(self, key: str, /) -> Any: ...
+
+    @overload
+    def get(self, key: str, default: Any, /) -> Any: ...
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+Fn = Callable[[Record, datetime], bool]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$")
 _UNITS = {"m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -133,7 +146,7 @@ class ItemView:
 
     __slots__ = ("item", "parent")
 
-    def __init__(self, item: Mapping[str, Any], parent: Mapping[str, Any]) -> None:
+    def __init__(self, item: Mapping[str, Any], parent: Record) -> None:
         self.item = item
         self.parent = parent
 
@@ -155,7 +168,7 @@ def parse_duration(value: Any, path: str, loc: Location) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def _duration_lookup(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Callable[[Mapping[str, Any]], timedelta | None], str]:
+def _duration_lookup(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Callable[[Record], timedelta | None], str]:
     """A duration, or a table of durations keyed by a field's value."""
     node = _value(node, scope, path, loc)
     if isinstance(node, dict) and "by" in node:
@@ -169,7 +182,7 @@ def _duration_lookup(node: Any, path: str, loc: Location, scope: Scope) -> tuple
         if "default" in node:
             default = parse_duration(_value(node["default"], scope, f"{path}.default", loc), f"{path}.default", _loc(node, "default", loc))
 
-        def lookup(inc: Mapping[str, Any]) -> timedelta | None:
+        def lookup(inc: Record) -> timedelta | None:
             return table.get(inc.get(by), default)
 
         shown = ", ".join(f"{k} {_human(v)}" for k, v in table.items())
@@ -186,7 +199,7 @@ def _human(td: timedelta) -> str:
     return f"{s}s"
 
 
-def _bound(node: dict, path: str, loc: Location, scope: Scope) -> tuple[str, Callable[[Mapping[str, Any]], timedelta | None], str]:
+def _bound(node: dict, path: str, loc: Location, scope: Scope) -> tuple[str, Callable[[Record], timedelta | None], str]:
     has = [k for k in ("at_most", "at_least") if k in node]
     if len(has) != 1:
         raise MappingError(loc, path, "expected exactly one of at_most, at_least")
@@ -223,14 +236,14 @@ def _combine(node: dict, kind: str, path: str, loc: Location, scope: Scope) -> P
     )
     fns = tuple(c.fn for c in children)
     if kind == "all":
-        def fn(inc: Mapping[str, Any], now: datetime) -> bool:
+        def fn(inc: Record, now: datetime) -> bool:
             for f in fns:
                 if not f(inc, now):
                     return False
             return True
         text = node.get("text") or " and ".join(c.text for c in children)
     else:
-        def fn(inc: Mapping[str, Any], now: datetime) -> bool:
+        def fn(inc: Record, now: datetime) -> bool:
             for f in fns:
                 if f(inc, now):
                     return True
@@ -309,7 +322,7 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
         if scope.item_of is None and not (_is_time(name, scope) and _is_time(other, scope)):
             raise MappingError(vloc, p, "before compares two timestamp fields")
 
-        def before(inc: Mapping[str, Any], now: datetime) -> bool:
+        def before(inc: Record, now: datetime) -> bool:
             a, b = inc.get(name), inc.get(other)
             return a is not None and b is not None and a <= b
         return Predicate(before, custom or f"{label} not after {_label(other)}", "leaf")
@@ -319,7 +332,7 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
     v = _timestamp(raw, p, vloc) if is_time else raw
     cmp = {"gt": lambda a: a > v, "gte": lambda a: a >= v, "lt": lambda a: a < v, "lte": lambda a: a <= v}[op]
 
-    def compare(inc: Mapping[str, Any], now: datetime) -> bool:
+    def compare(inc: Record, now: datetime) -> bool:
         a = inc.get(name)
         if a is None:
             return False
@@ -371,7 +384,7 @@ def _count(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     if "where" in node:
         where = compile_condition(node["where"], f"{path}.where", _loc(node, "where", loc), scope.item_scope(name)).fn
 
-    def count(inc: Mapping[str, Any], now: datetime) -> bool:
+    def count(inc: Record, now: datetime) -> bool:
         items = inc.get(name) or ()
         n = len(items) if where is None else sum(1 for it in items if isinstance(it, Mapping) and where(ItemView(it, inc), now))
         return n >= lo and (hi is None or n <= hi)
@@ -393,7 +406,7 @@ def _every(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     inner = compile_condition(node["where"], f"{path}.where", _loc(node, "where", loc), scope.item_scope(name))
     f = inner.fn
 
-    def every(inc: Mapping[str, Any], now: datetime) -> bool:
+    def every(inc: Record, now: datetime) -> bool:
         return all(isinstance(it, Mapping) and f(ItemView(it, inc), now) for it in inc.get(name) or ())
     return Predicate(every, node.get("text") or f"every {_label(name)} item has {inner.text}", "leaf")
 
@@ -412,7 +425,7 @@ def _elapsed(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     bound, lookup, shown = _bound(node, path, loc, scope)
     at_most = bound == "at_most"
 
-    def elapsed(inc: Mapping[str, Any], now: datetime) -> bool:
+    def elapsed(inc: Record, now: datetime) -> bool:
         a, b = inc.get(start), inc.get(end)
         if a is None or b is None:
             return False
@@ -432,7 +445,7 @@ def _since(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     bound, lookup, shown = _bound(node, path, loc, scope)
     at_most = bound == "at_most"
 
-    def since(inc: Mapping[str, Any], now: datetime) -> bool:
+    def since(inc: Record, now: datetime) -> bool:
         a = inc.get(name)
         if a is None:
             return False

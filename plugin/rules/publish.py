@@ -25,8 +25,12 @@ def explain(ruleset: Ruleset, check: Check) -> str:
     cat = ruleset.catalogue
     sub = ruleset.subprocesses[check.subprocess]
 
+    def title(edition: str, cid: str) -> str:
+        control = cat.get(edition, cid)
+        return control.title if control else ""
+
     def controls(edition: str, ids: tuple[str, ...]) -> str:
-        return "; ".join(f"{c} {cat.get(edition, c).title if cat.get(edition, c) else ''}".strip() for c in ids)
+        return "; ".join(f"{c} {title(edition, c)}".strip() for c in ids)
 
     lines = [
         f"{check.id}: {check.title}",
@@ -96,11 +100,11 @@ def mappings_markdown(ruleset: Ruleset) -> str:
         "|---|---|---|" + "---|" * (len(subs) + 1),
     ]
     for cid in sorted(matrix, key=order):
-        c = cat.get("2022", cid)
+        control = cat.get("2022", cid)
         row = matrix[cid]
-        olds = ", ".join(c.was) if c else ""
+        olds = ", ".join(control.was) if control else ""
         cells = [_cell(row.get(s.id, set())) for s in subs] + [_cell(row.get(None, set()))]
-        out.append(f"| {cid} | {olds} | {c.title if c else ''} | " + " | ".join(cells) + " |")
+        out.append(f"| {cid} | {olds} | {control.title if control else ''} | " + " | ".join(cells) + " |")
     out += ["", "## Sub-processes", ""]
     for s in subs:
         out.append(f"- **{s.name}** (`{s.id}`): {s.objective}")

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .across import AcrossRule, compile_rule
 from .conditions import ALWAYS, Predicate, Scope, compile_condition
@@ -190,7 +190,7 @@ def _load_subprocesses(root: Path, cat: Catalogue, errors: list[MappingError]) -
 
 
 def _relations(items: Any, sub: str | None, path: str, cat: Catalogue, errors: list[MappingError], loc: Location) -> list[Relation]:
-    out = []
+    out: list[Relation] = []
     if not isinstance(items, list):
         errors.append(MappingError(loc, path, "expected a list"))
         return out
@@ -491,7 +491,8 @@ def _apply_override(node: Any, ov: Any, cid: str, errors: list[MappingError], pr
                 continue
             params = LocatedDict({**base, **value})
             params.location = _loc(ov, key)
-            params.key_locations = {**getattr(base, "key_locations", {}), **value.key_locations}
+            # overrides come from load_yaml, which builds every mapping as a LocatedDict
+            params.key_locations = {**getattr(base, "key_locations", {}), **cast(LocatedDict, value).key_locations}
             merged["params"] = params
             for p in value:
                 provenance[f"params.{p}"] = str(_loc(value, p))
@@ -518,9 +519,9 @@ def load_ruleset(root: Path, *, overrides: Path | None = None, overlays: Iterabl
     seen: dict[str, Location] = {}
     disabled: list[str] = []
     shipped_ids = {n.get("id") for n, *_ in docs if isinstance(n, dict)}
-    for cid in per_check:
-        if cid not in shipped_ids:
-            errors.append(MappingError(_loc(per_check, cid), f"checks.{cid}", "no shipped check has this id (to add a check, use add_checks)"))
+    for override_id in per_check:
+        if override_id not in shipped_ids:
+            errors.append(MappingError(_loc(per_check, override_id), f"checks.{override_id}", "no shipped check has this id (to add a check, use add_checks)"))
     candidates = [(n, p, loc, ov) for n, p, loc, ov in docs] + [(n, p, loc, None) for n, p, loc in added]
     for node, path, loc, overlay in candidates:
         cid = node.get("id") if isinstance(node, dict) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,7 +87,7 @@ def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes
     return summary
 
 
-def _assess_batch(ruleset: Ruleset, rows: list[Any], now: datetime, summary: AssessSummary) -> None:
+def _assess_batch(ruleset: Ruleset, rows: Sequence[sa.Row[Any]], now: datetime, summary: AssessSummary) -> None:
     ids = [r.id for r in rows]
     ft = Finding.__table__
     mine = ft.c.incident_id.in_(ids) & ft.c.check_id.not_in([c.id for c in ruleset.across_checks])

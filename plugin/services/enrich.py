@@ -10,9 +10,10 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, Enrichment, FatalConnectorError, RetriableConnectorError
 
@@ -176,10 +177,11 @@ def backoff(attempts: int, base: float, cap: float, rand: Callable[[], float] = 
 
 def _claim(item_id: int, me: str, now: datetime, seconds: int = 300) -> bool:
     ot = OutboxItem.__table__
-    res = db.session.execute(ot.update().where(
+    # an UPDATE's result is a CursorResult, which has rowcount; Session.execute is typed as plain Result
+    res = cast(CursorResult[Any], db.session.execute(ot.update().where(
         ot.c.id == item_id, ot.c.status == "pending",
         sa.or_(ot.c.claimed_until.is_(None), ot.c.claimed_until < now),
-    ).values(claimed_by=me, claimed_until=now + timedelta(seconds=seconds)))
+    ).values(claimed_by=me, claimed_until=now + timedelta(seconds=seconds))))
     db.session.commit()
     return res.rowcount == 1
 

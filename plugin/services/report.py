@@ -30,10 +30,10 @@ def gap_report(ruleset: Ruleset) -> GapReport:
     security = db.session.scalar(sa.select(sa.func.count()).select_from(it).where(it.c.is_security.is_(True))) or 0
     with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(ft.c.incident_id))).where(ft.c.status == FAIL)) or 0
     rejected = db.session.scalar(sa.select(sa.func.count()).select_from(RejectedRecord)) or 0
-    per_check = dict(db.session.execute(
+    per_check: dict[str, int] = dict(db.session.execute(
         sa.select(ft.c.check_id, sa.func.count()).where(ft.c.status == FAIL).group_by(ft.c.check_id)).all())
-    by_control: Counter = Counter()
-    by_sub: Counter = Counter()
+    by_control: Counter[str] = Counter()
+    by_sub: Counter[str] = Counter()
     for check in ruleset.checks:
         n = per_check.get(check.id, 0)
         for c in check.controls_2022:
@@ -41,9 +41,9 @@ def gap_report(ruleset: Ruleset) -> GapReport:
         by_sub[check.subprocess] += n
     controls = []
     for cid, n in sorted(by_control.items(), key=lambda kv: (-kv[1], kv[0])):
-        c = ruleset.catalogue.get("2022", cid)
+        control = ruleset.catalogue.get("2022", cid)
         olds = ", ".join(dict.fromkeys(o for ch in ruleset.checks if cid in ch.controls_2022 for o in ch.controls_2013))
-        controls.append((cid, olds, c.title if c else "", n))
+        controls.append((cid, olds, control.title if control else "", n))
     subs = [(ruleset.subprocesses[s].name, n) for s, n in sorted(by_sub.items(), key=lambda kv: (-kv[1], kv[0]))]
     checks = [(c.id, c.title, per_check.get(c.id, 0)) for c in ruleset.checks]
     outbox = dict(db.session.execute(sa.select(OutboxItem.status, sa.func.count()).group_by(OutboxItem.status)).all())

@@ -7,9 +7,11 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from connectors.canonical import FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, parse_utc
@@ -56,13 +58,13 @@ def upsert(model: type, rows: Sequence[dict[str, Any]], keys: Sequence[str], upd
     if not rows:
         return
     dialect = db.engine.dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        stmt = postgresql.insert(model)
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        stmt = sqlite.insert(model)
     else:  # pragma: no cover - only the two supported databases
         raise RuntimeError(f"unsupported database {dialect!r}")
-    stmt = insert(model)
     set_ = {c: stmt.excluded[c] for c in update}
     if extra_set:
         set_.update({k: (v(stmt) if callable(v) else v) for k, v in extra_set.items()})
@@ -133,11 +135,12 @@ def acquire_lease(name: str, holder: str, seconds: float) -> bool:
     now = utcnow()
     until = now + timedelta(seconds=seconds)
     table = Lease.__table__
-    result = db.session.execute(
+    # an UPDATE's result is a CursorResult, which has rowcount; Session.execute is typed as plain Result
+    result = cast(CursorResult[Any], db.session.execute(
         table.update()
         .where(table.c.name == name, sa.or_(table.c.expires_at < now, table.c.holder == holder))
         .values(holder=holder, expires_at=until)
-    )
+    ))
     if result.rowcount == 1:
         db.session.commit()
         return True
@@ -150,8 +153,8 @@ def acquire_lease(name: str, holder: str, seconds: float) -> bool:
     # a holder on this host whose process is gone (killed, crashed) need not block us until expiry
     current = db.session.execute(sa.select(table.c.holder).where(table.c.name == name)).scalar()
     if current and current != holder and _dead_local_holder(current, holder):
-        result = db.session.execute(table.update().where(table.c.name == name, table.c.holder == current)
-                                    .values(holder=holder, expires_at=until))
+        result = cast(CursorResult[Any], db.session.execute(
+            table.update().where(table.c.name == name, table.c.holder == current).values(holder=holder, expires_at=until)))
         db.session.commit()
         return result.rowcount == 1
     return False

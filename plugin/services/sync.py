@@ -96,7 +96,8 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
 def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]],
                 bookmark: dict[str, Any] | None, summary: SyncSummary) -> None:
     now = utcnow()
-    good, bad = [], []
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
     for record in records:
         try:
             good.append(connector.normalize(record))
