@@ -50,9 +50,10 @@ class FatalConnectorError(ConnectorError):
 class RetriableConnectorError(ConnectorError):
     """The tool is down, slow or rate-limiting; the same call may succeed later."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, when there was an answer
 
 
 class AuthenticationError(FatalConnectorError):
@@ -173,6 +174,8 @@ def connector_class(kind: str) -> type[Connector]:
 
 #: statuses worth a retry; 429 and 503 may say when in Retry-After
 RETRIABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: methods safe to repeat when we cannot tell whether the tool acted on the first try
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -230,9 +233,9 @@ def raise_for_response(response: requests.Response, what: str) -> None:
     if status == 404:
         raise NotFoundError(message)
     if status == 429:
-        raise RateLimitedError(message, retry_after)
+        raise RateLimitedError(message, retry_after, status)
     if status >= 500 or status in RETRIABLE_STATUSES:
-        raise ServerError(message, retry_after)
+        raise ServerError(message, retry_after, status)
     raise FatalConnectorError(message)
 
 
@@ -287,12 +290,23 @@ class HttpSession:
                     continue
                 raise_for_response(response, what)
                 return response
+            except requests.ConnectTimeout as exc:
+                error: RetriableConnectorError = TransportError(f"{what}: timed out connecting ({type(exc).__name__})")
+                sent = False
             except requests.Timeout as exc:
-                error: RetriableConnectorError = TransportError(f"{what}: timed out ({type(exc).__name__})")
+                error = TransportError(f"{what}: timed out waiting for the answer ({type(exc).__name__})")
+                sent = True
             except requests.ConnectionError as exc:
                 error = TransportError(f"{what}: no connection ({type(exc).__name__})")
+                sent = True  # a reset may come after the tool took the request
             except RetriableConnectorError as exc:
                 error = exc
+                # 429 and 503 refuse the request before doing it; 500/502/504 may come after the change was made
+                sent = exc.status not in (429, 503)
+            if sent and method.upper() not in IDEMPOTENT_METHODS:
+                # the change may have happened (a work note appended): repeating it blindly could double it.
+                # The caller checks what the ticket carries before it tries again.
+                raise error
             if attempt >= self.max_attempts:
                 raise type(error)(f"{error} (gave up after {attempt} attempts)", error.retry_after) from error
             wait = error.retry_after if error.retry_after is not None else self._backoff(attempt)

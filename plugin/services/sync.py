@@ -102,9 +102,10 @@ def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]
         try:
             good.append(connector.normalize(record))
         except NormalizationError as exc:
-            ext = str(record.get("sys_id") or record.get("id") or record.get("key") or "?")
-            if isinstance(ext, dict):
-                ext = str(ext.get("value"))
+            ident = record.get("sys_id") or record.get("id") or record.get("key")
+            if isinstance(ident, dict):  # ServiceNow with display_value=all: {display_value, value}
+                ident = ident.get("value")
+            ext = str(ident or "?")
             bad.append({"source": connector.name, "external_id": ext, "reason": str(exc), "raw": record,
                         "sync_run_id": run.id, "rejected_at": now})
     changed = upsert_incidents(good, now)
