@@ -6,12 +6,6 @@ uses it, over its own SQLite file, seeded deterministically by ``demo_itsm.seed`
 
 from __future__ import annotations
 
+from .server import DemoITSM
+
 __all__ = ["DemoITSM"]
-
-
-def __getattr__(name: str):  # lazy, so ``demo_itsm.seed`` imports without Flask
-    if name == "DemoITSM":
-        from .server import DemoITSM
-
-        return DemoITSM
-    raise AttributeError(name)

@@ -46,6 +46,15 @@ class Context:
                 fail(f"mapping error ({len(exc.errors)}):\n{exc}")
         return self._app
 
+    def close(self) -> None:
+        """Close the database connections of the app this command built."""
+        if self._app is not None:
+            from .extensions import db
+
+            with self._app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
 
 def migrate_db(app: Flask) -> None:
     from flask_migrate import upgrade
@@ -64,6 +73,7 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """GapBridge: ITSM incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = Context(config_path)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # --- the pipeline ----------------------------------------------------------------------
@@ -291,6 +301,7 @@ def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int
     folder.mkdir(parents=True, exist_ok=True)
     with DemoITSM(folder / "demo-itsm.sqlite", size=size) as itsm:
         click.echo(f"Demo ITSM (ServiceNow Table API) with {size} incidents on {itsm.url}", err=True)
+        assert itsm.url is not None  # set once the server started
         app = obj.app(demo_config(itsm.url, folder))
         migrate_db(app)
         status = run_sync(app)

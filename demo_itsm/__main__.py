@@ -1,0 +1,36 @@
+"""python -m demo_itsm --db PATH [--size N] [--seed 42] [--host 127.0.0.1] [--port 8080] [--delay 0]"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from .server import DemoITSM
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m demo_itsm", description="A demo ServiceNow Table API over SQLite.")
+    parser.add_argument("--db", required=True, help="SQLite file; seeded when it holds no incidents")
+    parser.add_argument("--size", type=int, default=None, help="incidents to seed into an empty database")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each API answer")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    # SIGTERM (terminate()) ends like Ctrl-C: the server and the database close cleanly
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with DemoITSM(args.db, size=args.size, seed=args.seed, host=args.host, port=args.port) as sn:
+        sn.delay = args.delay
+        print(f"demo ITSM serving {sn.count()} incidents at {sn.url} (user admin/admin)", file=sys.stderr, flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
