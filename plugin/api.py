@@ -114,6 +114,13 @@ def _incident_body(incident: Incident) -> Any:
     body = IncidentSchema().dump(incident)
     body["findings"] = FindingSchema(many=True).dump(findings)
     body["open_gaps"] = sum(1 for f in findings if f.status == FAIL)
+    # not applicable is stored as the absence of a finding under the ruleset the incident was assessed with
+    ruleset = gapbridge().ruleset
+    if incident.assessed_ruleset == ruleset.hash:
+        have = {f.check_id for f in findings}
+        body["not_applicable"] = sorted(c.id for c in ruleset.checks if c.id not in have)
+    else:
+        body["not_applicable"] = None  # not assessed under the loaded mappings yet
     return jsonify(body)
 
 

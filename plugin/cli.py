@@ -113,7 +113,7 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
                 fail(str(exc))
             try:
                 s = sync_source(connector, full=full, lease_seconds=state.config["sync"]["lease_seconds"],
-                                progress=None if quiet else _progress(name))
+                                progress=None if quiet else _progress(name), ruleset=state.ruleset)
             except SyncBusyError as exc:
                 click.echo(f"gapbridge: {exc}", err=True)
                 status = 1
@@ -128,12 +128,14 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
                 connector.close()
             if not quiet:
                 click.echo(("\n" if sys.stderr.isatty() else "") + f"{name}: {s.fetched} fetched in {s.pages} pages, "
-                           f"{s.stored} stored ({s.changed} new or changed), {s.rejected} rejected", err=True)
+                           f"{s.stored} stored ({s.changed} new or changed), {s.rejected} rejected, {s.assessed} assessed "
+                           f"({s.opened} gaps opened, {s.closed} closed)", err=True)
                 for ext, reason in s.rejections[:10]:
                     click.echo(f"  rejected {ext}: {reason}", err=True)
         a = assess(state.ruleset, time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
         if not quiet:
-            click.echo(f"assessed {a.assessed} incidents: {a.opened} gaps opened, {a.closed} closed", err=True)
+            click.echo(f"re-assessed {a.assessed} more incidents (open ones whose clocks run, or checks across incidents): "
+                       f"{a.opened} gaps opened, {a.closed} closed", err=True)
         if write_back if write_back is not None else state.config["sync"]["write_back_after_sync"]:
             status = max(status, run_writeback(app, names, quiet=quiet))
     return status

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from plugin import gapbridge
 from plugin.cli import main
 from plugin.config import ConfigError, load_config, redact
 from plugin.extensions import db
@@ -182,6 +183,11 @@ def test_incident_with_findings(api_app) -> None:
     evid = next(f for f in body["findings"] if f["check_id"] == "EVID-001")
     assert evid["status"] == "fail" and evid["controls_2022"] == ["A.5.28"] and evid["controls_2013"] == ["A.16.1.7"]
     assert body["open_gaps"] == sum(f["status"] == "fail" for f in body["findings"])
+    # every check has an outcome: a finding row, or not applicable
+    with api_app.app_context():
+        every = {ch.id for ch in gapbridge(api_app).ruleset.checks}
+    listed = {f["check_id"] for f in body["findings"]}
+    assert body["not_applicable"] and not listed & set(body["not_applicable"]) and listed | set(body["not_applicable"]) == every
     assert c.get(f"/api/v1/incidents/{body['id']}").get_json()["number"] == "INC0000001"
     assert c.get("/api/v1/incidents/999999").status_code == 404
 

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from plugin import gapbridge
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
+from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.enrich import drain, plan
 from plugin.services.store import acquire_lease
@@ -126,7 +127,10 @@ def test_assessment_stores_a_finding_per_check_and_reassesses_only_what_is_stale
         sync_source(FakeConnector(tool))
         first = assess(ruleset, now=NOW)
         assert first.assessed == 12
-        assert count(Finding) == 12 * len(ruleset.checks)
+        # every check has an outcome for every incident; pass and fail are rows, not applicable is no row
+        assert sum(first.statuses.values()) == 12 * len(ruleset.checks)
+        assert count(Finding) == first.statuses[PASS] + first.statuses[FAIL] > 0
+        assert count(Finding, Finding.status == NOT_APPLICABLE) == 0
         assert count(Finding, Finding.ruleset_hash != ruleset.hash) == 0
         # closed incidents only: nothing is time-sensitive, so nothing is stale
         assert assess(ruleset, now=NOW + timedelta(days=1)).assessed == 0
@@ -270,3 +274,59 @@ def test_retries_give_up_after_max_attempts_and_say_so(app) -> None:
             drain({"fake": FakeConnector(tool)}, max_attempts=3, now=when)
         failed = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "failed")).all()
         assert failed and failed[0].attempts == 3
+
+
+def test_sync_with_a_ruleset_assesses_each_page_as_it_is_stored(app) -> None:
+    tool = FakeTicketing(15)
+    with app.app_context():
+        ruleset = gapbridge().ruleset
+        summary = sync_source(FakeConnector(tool), ruleset=ruleset)
+        assert summary.assessed == 15 and summary.opened == count(Finding, Finding.status == FAIL) > 0
+        assert count(Incident, Incident.assessed_ruleset == ruleset.hash) == 15
+        # nothing left for the assessment pass but the checks across incidents
+        assert assess(ruleset, now=NOW).assessed == 0
+        # a changed ticket is re-assessed on arrival; unchanged ones are not
+        sid = sorted(tool.tickets)[4]
+        tool.touch(sid, evidence=not tool.tickets[sid]["evidence"])
+        again = sync_source(FakeConnector(tool), ruleset=ruleset)
+        assert again.assessed == 1
+
+
+def test_prefetched_pages_arrive_in_order_and_a_fetch_error_after_them() -> None:
+    from connectors.base import Page, ServerError
+    from plugin.services.sync import prefetched
+
+    def pages():
+        for i in range(5):
+            yield Page([{"n": i}], {"i": i})
+        raise ServerError("503 on page 6")
+
+    seen = []
+    with pytest.raises(ServerError, match="503 on page 6"):
+        for page in prefetched(pages(), depth=2):
+            seen.append(page.bookmark["i"])
+    assert seen == [0, 1, 2, 3, 4]
+
+
+def test_a_consumer_that_stops_early_stops_the_fetching() -> None:
+    import threading
+
+    from connectors.base import Page
+    from plugin.services.sync import prefetched
+
+    fetched = []
+    closed = threading.Event()
+
+    def pages():
+        try:
+            for i in range(1000):
+                fetched.append(i)
+                yield Page([{"n": i}], {"i": i})
+        finally:
+            closed.set()
+
+    for page in prefetched(pages(), depth=1):
+        if page.bookmark["i"] == 2:
+            break
+    assert closed.wait(5)
+    assert len(fetched) < 10  # bounded read-ahead, not the whole source

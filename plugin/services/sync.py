@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Connector, ConnectorError, NormalizationError
+from connectors.base import Connector, ConnectorError, NormalizationError, Page
 
 from .. import audit
 from ..extensions import db
-from ..models import RejectedRecord, SyncBookmark, SyncRun, utcnow
+from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
+from ..rules.ruleset import Ruleset
+from .assess import AssessSummary, assess_batch
 from .store import acquire_lease, lease_holder, release_lease, upsert, upsert_incidents
 
 log = logging.getLogger("gapbridge.sync")
@@ -35,11 +39,63 @@ class SyncSummary:
     stored: int = 0
     changed: int = 0
     rejected: int = 0
+    assessed: int = 0  # assessed on arrival, in the page's transaction
+    opened: int = 0
+    closed: int = 0
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (external id, reason), first few
     error: str | None = None
 
 
 ProgressFn = Callable[[SyncSummary, int | None], None]
+
+_DONE = object()
+
+
+def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
+    """Fetch the next pages in a thread while the caller stores this one.
+
+    Against a real ITSM tool most of a sync is waiting for the next page; storing and
+    assessing meanwhile hides that. Pages arrive in order; an error in the fetch is
+    raised here, after the pages before it.
+    """
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+        finally:
+            close = getattr(pages, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=fetch, name="gapbridge-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)  # a fetch blocked on the network is a daemon; do not wait out its timeout
 
 
 def worker_id() -> str:
@@ -52,8 +108,12 @@ def load_bookmark(source: str) -> dict[str, Any] | None:
 
 
 def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int = 900,
-                progress: ProgressFn | None = None) -> SyncSummary:
-    """Run one sync of ``connector``; raise ConnectorError after recording a failed run."""
+                progress: ProgressFn | None = None, ruleset: Ruleset | None = None) -> SyncSummary:
+    """Run one sync of ``connector``; raise ConnectorError after recording a failed run.
+
+    With a ``ruleset``, each page's new and changed incidents are assessed as they are
+    stored (the normalized incidents are at hand; no second read), in the page's transaction.
+    """
     source, me = connector.name, worker_id()
     lease = f"sync:{source}"
     if not acquire_lease(lease, me, lease_seconds):
@@ -61,13 +121,13 @@ def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int 
         who = f" by {holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder else ""
         raise SyncBusyError(f"a sync of {source!r} is already running{who}")
     try:
-        return _run(connector, source, me, full, lease, lease_seconds, progress)
+        return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset)
     finally:
         release_lease(lease, me)
 
 
 def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lease_seconds: int,
-         progress: ProgressFn | None) -> SyncSummary:
+         progress: ProgressFn | None, ruleset: Ruleset | None) -> SyncSummary:
     bookmark = None if full else load_bookmark(source)
     run = SyncRun(source=source, full=full, status="running", started_at=utcnow(), bookmark_before=bookmark)
     db.session.add(run)
@@ -75,8 +135,8 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
     db.session.commit()
     summary = SyncSummary(source, run.id, "running")
     try:
-        for page in connector.fetch_pages(bookmark):
-            _store_page(connector, run, page.records, page.bookmark, summary)
+        for page in prefetched(connector.fetch_pages(bookmark)):
+            _store_page(connector, run, page.records, page.bookmark, summary, ruleset)
             acquire_lease(lease, me, lease_seconds)  # renew while we make progress
             if progress:
                 progress(summary, page.total)
@@ -94,7 +154,7 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
 
 
 def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]],
-                bookmark: dict[str, Any] | None, summary: SyncSummary) -> None:
+                bookmark: dict[str, Any] | None, summary: SyncSummary, ruleset: Ruleset | None) -> None:
     now = utcnow()
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
@@ -109,6 +169,8 @@ def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]
             bad.append({"source": connector.name, "external_id": ext, "reason": str(exc), "raw": record,
                         "sync_run_id": run.id, "rejected_at": now})
     changed = upsert_incidents(good, now)
+    if ruleset is not None and good:
+        _assess_arrivals(ruleset, connector.name, good, now, summary)
     if good:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
@@ -136,3 +198,19 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) 
                  fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
                  rejected=summary.rejected, error=error)
     db.session.commit()
+
+
+def _assess_arrivals(ruleset: Ruleset, source: str, incidents: list[dict[str, Any]], now: Any, summary: SyncSummary) -> None:
+    """Assess the stored page's incidents that are stale: new, changed, or under other mappings."""
+    t = Incident.__table__.c
+    by_ext = {i["external_id"]: i for i in incidents}
+    rows = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id, t.assessed_ruleset, t.assessed_revision)
+                              .where(t.source == source, t.external_id.in_(list(by_ext)))).all()
+    stale = [(r, by_ext[r.external_id]) for r in rows if r.assessed_ruleset != ruleset.hash or r.assessed_revision != r.revision]
+    if not stale:
+        return
+    result = AssessSummary(ruleset.hash)
+    assess_batch(ruleset, stale, now, result)
+    summary.assessed += result.assessed
+    summary.opened += result.opened
+    summary.closed += result.closed
