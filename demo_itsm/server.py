@@ -372,6 +372,17 @@ def _create_app(sn: DemoITSM) -> Flask:
             body["refresh_token"] = form["refresh_token"]
         return _json(body)
 
+    def readable(table: str, authenticated_already: bool = False) -> tuple[list[str] | None, str, bool, tuple[str, ...]] | Response:
+        """Auth, table and display options of a read; an error response when any is wrong."""
+        if not authenticated_already and authenticated() is None:
+            return _error(401, *unauthenticated)
+        if table not in tables:
+            return _error(404, f"Invalid table {table}")
+        opts = options()
+        if isinstance(opts, Response):
+            return opts
+        return (*opts, tables[table])
+
     def options() -> tuple[list[str] | None, str, bool] | Response:
         display = request.args.get("sysparm_display_value", "false").lower()
         if display not in ("false", "true", "all"):
@@ -383,15 +394,10 @@ def _create_app(sn: DemoITSM) -> Flask:
 
     @app.get("/api/now/table/<table>")
     def list_records(table: str) -> Response:
-        if authenticated() is None:
-            return _error(401, *unauthenticated)
-        if table not in tables:
-            return _error(404, f"Invalid table {table}")
-        opts = options()
-        if isinstance(opts, Response):
-            return opts
-        fields, display, no_links = opts
-        columns = tables[table]
+        request_ = readable(table)
+        if isinstance(request_, Response):
+            return request_
+        fields, display, no_links, columns = request_
         try:
             limit = int(request.args.get("sysparm_limit", "10000"))
             offset = int(request.args.get("sysparm_offset", "0"))
@@ -427,13 +433,10 @@ def _create_app(sn: DemoITSM) -> Flask:
             if name is None:
                 return _error(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
             return _json({"result": {"sys_id": sys_id, "number" if table == "problem" else "name": name}})
-        if table not in tables:
-            return _error(404, f"Invalid table {table}")
-        opts = options()
-        if isinstance(opts, Response):
-            return opts
-        fields, display, no_links = opts
-        columns = tables[table]
+        request_ = readable(table, authenticated_already=True)
+        if isinstance(request_, Response):
+            return request_
+        fields, display, no_links, columns = request_
         with sn._lock:
             row = sn._db.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE sys_id = ?", (sys_id,)).fetchone()
             if row is None:
