@@ -330,3 +330,24 @@ def test_a_consumer_that_stops_early_stops_the_fetching() -> None:
             break
     assert closed.wait(5)
     assert len(fetched) < 10  # bounded read-ahead, not the whole source
+
+
+def test_gap_report_counts_open_gaps_by_control_in_both_editions_and_by_sub_process(app) -> None:
+    from plugin.services.report import format_report, gap_report
+
+    tool = FakeTicketing(12)
+    with app.app_context():
+        _pipeline(tool)
+        report = gap_report(gapbridge().ruleset)
+        fails = count(Finding, Finding.status == FAIL)
+        evidence_gaps = count(Finding, Finding.status == FAIL, Finding.check_id.like("EVID-%"))
+        assert report.incidents == 12 and report.with_gaps == len({e for e, t in tool.tickets.items() if t["security"] and not t["evidence"]})
+        by_control = {cid: (olds, n) for cid, olds, _, n in report.by_control}
+        assert by_control["A.5.28"] == ("A.16.1.7", evidence_gaps) and evidence_gaps > 0
+        catalogue = gapbridge().ruleset.catalogue
+        # each control is shown with its own 2013 counterparts, not those of other controls its checks name
+        assert all(olds == ", ".join(catalogue.predecessors(cid)) for cid, (olds, _) in by_control.items() if catalogue.predecessors(cid))
+        assert sum(n for _, n in report.by_subprocess) == fails
+        assert dict(report.by_subprocess)["Incident Resolution"] >= evidence_gaps
+        text = format_report(report)
+        assert "A.5.28" in text and "A.16.1.7" in text and "Incident Resolution" in text

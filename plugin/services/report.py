@@ -42,7 +42,9 @@ def gap_report(ruleset: Ruleset) -> GapReport:
     controls = []
     for cid, n in sorted(by_control.items(), key=lambda kv: (-kv[1], kv[0])):
         control = ruleset.catalogue.get("2022", cid)
-        olds = ", ".join(dict.fromkeys(o for ch in ruleset.checks if cid in ch.controls_2022 for o in ch.controls_2013))
+        # the 2013 counterparts of this control, not of every control its checks also name
+        olds = ", ".join(ruleset.catalogue.predecessors(cid)
+                         or dict.fromkeys(o for ch in ruleset.checks if cid in ch.controls_2022 for o in ch.controls_2013))
         controls.append((cid, olds, control.title if control else "", n))
     subs = [(ruleset.subprocesses[s].name, n) for s, n in sorted(by_sub.items(), key=lambda kv: (-kv[1], kv[0]))]
     checks = [(c.id, c.title, per_check.get(c.id, 0)) for c in ruleset.checks]
