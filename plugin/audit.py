@@ -15,6 +15,10 @@ def record(action: str, subject_type: str, subject_id: Any = None, *, actor: str
 
 
 def record_many(rows: list[dict[str, Any]]) -> None:
+    """Add many events (dicts of action, subject_type, subject_id, details) in one statement."""
     if rows:
+        from .services.store import bulk_write
+
         now = utcnow()
-        db.session.execute(db.insert(AuditEvent), [{"at": now, "actor": "gapbridge", **r} for r in rows])
+        bulk_write(AuditEvent.__table__, [{"at": now, "actor": "gapbridge", **r} for r in rows],
+                   ["at", "actor", "action", "subject_type", "subject_id", "details"])

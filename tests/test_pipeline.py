@@ -60,12 +60,12 @@ def test_a_page_that_fails_to_store_leaves_no_part_of_itself(app, monkeypatch) -
     real = sync_module.upsert_incidents
     calls = {"n": 0}
 
-    def flaky(incidents, now):
+    def flaky(incidents, now, ruleset_hash=None):
         calls["n"] += 1
-        real(incidents, now)
+        result = real(incidents, now, ruleset_hash)
         if calls["n"] == 2:
             raise KeyboardInterrupt  # killed after writing rows, before the commit
-        return len(incidents)
+        return result
 
     monkeypatch.setattr(sync_module, "upsert_incidents", flaky)
     with app.app_context():

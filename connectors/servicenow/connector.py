@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -59,6 +60,9 @@ class ServiceNowConnector(Connector):
         self.http = HttpSession(self.base, auth=auth, connect_timeout=timeout["connect"], read_timeout=timeout["read"],
                                 max_attempts=options["max_attempts"], **extra)
         self.columns = self._columns()
+        self._converters = [(canonical, column, self._converter(canonical)) for canonical, column in self.field_map.items()]
+        rule = options["is_security"]
+        self._security_categories = frozenset(c.lower() for c in rule["categories"])
 
     # --- reading -----------------------------------------------------------------------
 
@@ -130,9 +134,9 @@ class ServiceNowConnector(Connector):
             raise NormalizationError("record has no sys_id")
         incident = empty_incident()
         incident.update(source=self.name, external_id=str(sys_id), url=f"{self.base}/{self.table}.do?sys_id={sys_id}")
-        for canonical, column in self.field_map.items():
+        for canonical, column, convert in self._converters:
             try:
-                incident[canonical] = self._convert(canonical, record.get(column))
+                incident[canonical] = convert(record.get(column))
             except (ValueError, TypeError) as exc:
                 raise NormalizationError(f"{number}: column {column} (canonical {canonical}): {exc}") from None
         incident["number"] = incident["number"] or str(sys_id)
@@ -146,39 +150,32 @@ class ServiceNowConnector(Connector):
         incident["raw"] = dict(record)
         return incident
 
-    def _convert(self, canonical: str, cell: Any) -> Any:
+    def _converter(self, canonical: str) -> Callable[[Any], Any]:
+        """The conversion of one column's cell to a canonical value, chosen once per field."""
         kind = FIELDS[canonical]
-        if kind == "state":
-            code = str(raw_value(cell) or "")
-            if not code:
-                raise ValueError("no state")
-            try:
-                return self.options["state_map"][code]
-            except KeyError:
-                raise ValueError(f"state {code!r} is not in state_map ({', '.join(self.options['state_map'])})") from None
-        if kind == "severity":
-            code = str(raw_value(cell) or "")
-            if not code:
-                return None
-            try:
-                return self.options["priority_map"][code]
-            except KeyError:
-                raise ValueError(f"{code!r} is not in priority_map ({', '.join(self.options['priority_map'])})") from None
+        if kind in ("state", "severity"):
+            mapping, name = (self.options["state_map"], "state_map") if kind == "state" else (self.options["priority_map"], "priority_map")
+
+            def coded(cell: Any) -> Any:
+                code = str(raw_value(cell) or "")
+                if not code:
+                    if kind == "state":
+                        raise ValueError("no state")
+                    return None
+                try:
+                    return mapping[code]
+                except KeyError:
+                    raise ValueError(f"{'state ' if kind == 'state' else ''}{code!r} is not in {name} ({', '.join(mapping)})") from None
+            return coded
         if canonical in DATETIME_FIELDS:
-            return parse_utc(raw_value(cell))
+            return lambda cell: parse_utc(raw_value(cell))
         if canonical in BOOL_FIELDS:
-            text = str(raw_value(cell) or "").strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False if text else None
-            raise ValueError(f"not a boolean: {text!r}")
+            return _boolean
         if canonical in LIST_FIELDS:
-            return _list_value(canonical, cell)
+            return functools.partial(_list_value, canonical)
         # references by name when the instance sends names (display_value=all), else the sys_id
-        value = display_value(cell) if canonical in _BY_NAME else raw_value(cell)
-        text = str(value).strip() if value is not None else ""
-        return text or None
+        pick = display_value if canonical in _BY_NAME else raw_value
+        return lambda cell: _text(pick(cell))
 
     def _is_security(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> bool:
         rule = self.options["is_security"]
@@ -187,7 +184,7 @@ class ServiceNowConnector(Connector):
         table = str(raw_value(record.get("sys_class_name")) or self.table)
         if table in rule["tables"] or self.table in rule["tables"]:
             return True
-        return (incident.get("category") or "").lower() in {c.lower() for c in rule["categories"]}
+        return (incident.get("category") or "").lower() in self._security_categories
 
     # --- writing -----------------------------------------------------------------------
 
@@ -258,6 +255,20 @@ def display_value(cell: Any) -> Any:
         shown = cell.get("display_value")
         return shown if shown not in (None, "") else cell.get("value")
     return cell
+
+
+def _text(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def _boolean(cell: Any) -> bool | None:
+    text = str(raw_value(cell) or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False if text else None
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 def _cell_text(value: Any) -> str:

@@ -8,6 +8,7 @@ those rows made up most of the assessment's time and of the table.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, OPEN_STATES
@@ -24,7 +26,7 @@ from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
 from ..rules.ruleset import FAIL, NOT_APPLICABLE, Ruleset
-from .store import bulk_write, canonical_from_row, canonical_subset
+from .store import JsonText, bulk_update, bulk_write, canonical_from_row, canonical_subset
 
 log = logging.getLogger("gapbridge.assess")
 
@@ -95,7 +97,8 @@ def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes
     return summary
 
 
-def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, dict[str, Any]]], now: datetime, summary: AssessSummary) -> None:
+def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, dict[str, Any]]], now: datetime, summary: AssessSummary,
+                 mark_assessed: bool = True) -> None:
     """Evaluate and store the incident checks of a batch of (row, canonical incident) pairs.
 
     A row has the incident's ``id``, ``revision``, ``number`` and ``source``. The caller commits.
@@ -110,6 +113,8 @@ def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, dict[str, Any]]], 
     }
     findings, events = [], []
     for row, incident in batch:
+        opened_ids: list[str] = []
+        closed_ids: list[str] = []
         for check, status, details in evaluate(ruleset, incident, now):
             summary.statuses[status] += 1
             before = previous.get((row.id, check.id))
@@ -118,23 +123,30 @@ def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, dict[str, Any]]], 
                 findings.append(_finding_row(check, row.id, status, details, ruleset.hash, now, first_failed))
             was_fail = before is not None and before[0] == FAIL
             if (status == FAIL) != was_fail:
-                opened = status == FAIL
-                summary.opened += opened
-                summary.closed += not opened
-                events.append({"action": "finding.opened" if opened else "finding.closed", "subject_type": "incident",
-                               "subject_id": str(row.id), "details": {"check": check.id, "number": row.number,
-                                                                      "source": row.source, "ruleset": ruleset.hash}})
+                (opened_ids if status == FAIL else closed_ids).append(check.id)
+        if opened_ids or closed_ids:
+            summary.opened += len(opened_ids)
+            summary.closed += len(closed_ids)
+            events.append(_gaps_event(row, opened_ids, closed_ids, ruleset.hash))
     db.session.execute(ft.delete().where(mine))
     if findings:
         bulk_write(ft, findings, FINDING_COLUMNS)
-    it = Incident.__table__
-    db.session.execute(
-        it.update().where(it.c.id == sa.bindparam("_id")).values(
-            assessed_revision=sa.bindparam("_rev"), assessed_ruleset=ruleset.hash, last_assessed_on=now),
-        [{"_id": r.id, "_rev": r.revision} for r in rows],
-    )
+    if mark_assessed:
+        bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
+                                                 "last_assessed_on": now} for r in rows])
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+def _gaps_event(row: Any, opened: list[str], closed: list[str], ruleset_hash: str) -> dict[str, Any]:
+    """One audit event per incident whose gaps changed: which opened, which closed."""
+    return {"action": "findings.changed", "subject_type": "incident", "subject_id": str(row.id),
+            "details": {"number": row.number, "source": row.source, "ruleset": ruleset_hash, "opened": opened, "closed": closed}}
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_controls(controls: tuple[str, ...]) -> JsonText:
+    return JsonText(orjson.dumps(list(controls)).decode())
 
 
 def _finding_row(check: Any, incident_id: int, status: str, details: list[str], ruleset_hash: str, now: datetime,
@@ -142,7 +154,7 @@ def _finding_row(check: Any, incident_id: int, status: str, details: list[str], 
     return {
         "incident_id": incident_id, "check_id": check.id, "status": status, "severity": check.severity,
         "subprocess": check.subprocess, "relation": check.relation,
-        "controls_2022": list(check.controls_2022), "controls_2013": list(check.controls_2013),
+        "controls_2022": _encoded_controls(check.controls_2022), "controls_2013": _encoded_controls(check.controls_2013),
         "details": details, "ruleset_hash": ruleset_hash, "evaluated_at": now, "first_failed_at": first_failed,
     }
 
@@ -175,9 +187,7 @@ def _assess_across(ruleset: Ruleset, now: datetime, summary: AssessSummary) -> N
             if (status == FAIL) != was_fail:
                 summary.opened += status == FAIL
                 summary.closed += status != FAIL
-                events.append({"action": "finding.opened" if status == FAIL else "finding.closed", "subject_type": "incident",
-                               "subject_id": str(row.id), "details": {"check": check.id, "number": row.number,
-                                                                      "source": row.source, "ruleset": ruleset.hash}})
+                events.append(_gaps_event(row, [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
         for start in range(0, len(gone), BATCH):
             db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_(gone[start:start + BATCH])))
         for start in range(0, len(changed), BATCH):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
@@ -24,16 +25,6 @@ _VOLATILE = frozenset({"updated_at", "enrichment_fingerprint"})
 _HASHED = tuple(n for n in FIELDS if n not in _VOLATILE)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def content_hash(incident: Mapping[str, Any]) -> str:
     body = orjson.dumps([incident.get(n) for n in _HASHED], default=str, option=orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(body).hexdigest()
@@ -43,7 +34,7 @@ def incident_row(incident: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     """A canonical incident as a row for the incidents table."""
     row = {n: incident.get(n) for n in FIELDS}
     for n in LIST_FIELDS:
-        row[n] = _jsonable(row[n] or [])
+        row[n] = row[n] or []  # item times are encoded as ISO 8601 by the JSON encoder
     row["raw"] = incident.get("raw") or {}
     row["content_hash"] = content_hash(incident)
     row["revision"] = 1
@@ -79,12 +70,22 @@ def upsert(model: type[Base], rows: Sequence[dict[str, Any]], keys: Sequence[str
 # and UTC-time columns need converting; both are done exactly as the column types do.
 
 
+class JsonText(str):
+    """A value already encoded as JSON (constants written on many rows are encoded once)."""
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, JsonText):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def _converter(column: sa.Column[Any], dialect: str) -> Callable[[Any], Any] | None:
     if isinstance(column.type, sa.JSON):
-        return lambda v: None if v is None else orjson.dumps(v, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        return _json_text
     if isinstance(column.type, UTCDateTime):
         if dialect == "sqlite":  # SQLAlchemy's SQLite storage format (naive UTC), so comparisons in SQL still hold
-            return lambda v: None if v is None else _as_utc(v).strftime("%Y-%m-%d %H:%M:%S.%f")
+            return lambda v: None if v is None else _as_utc(v).replace(tzinfo=None).isoformat(" ", "microseconds")
         return lambda v: None if v is None else _as_utc(v)
     return None
 
@@ -116,28 +117,62 @@ def bulk_write(table: sa.Table, rows: Sequence[Mapping[str, Any]], columns: Sequ
     db.session.connection().exec_driver_sql(sql, params)
 
 
-_INCIDENT_COLUMNS = [*FIELDS, "raw", "content_hash", "revision", "first_seen_at", "last_synced_at"]
-_INCIDENT_UPDATE = [c for c in _INCIDENT_COLUMNS if c not in ("source", "external_id", "revision", "first_seen_at")]
+def bulk_update(table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
+    """UPDATE table SET (the rows' other columns) WHERE key = row[key], in one executemany."""
+    if not rows:
+        return
+    dialect = db.engine.dialect
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = [c for c in rows[0] if c != key]
+    sql = f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} WHERE {quote(key)} = {mark}"
+    convert = [(c, _converter(table.c[c], dialect.name)) for c in [*columns, key]]
+    db.session.connection().exec_driver_sql(sql, [tuple(row[c] if fn is None else fn(row[c]) for c, fn in convert) for row in rows])
 
 
-def upsert_incidents(incidents: Sequence[Mapping[str, Any]], now: datetime) -> int:
+_ASSESSMENT_COLUMNS = ("assessed_ruleset", "assessed_revision", "last_assessed_on")
+_INCIDENT_COLUMNS = [*FIELDS, "raw", "content_hash", "revision", "first_seen_at", "last_synced_at", *_ASSESSMENT_COLUMNS]
+_INCIDENT_UPDATE = [c for c in _INCIDENT_COLUMNS if c not in ("source", "external_id", "first_seen_at", *_ASSESSMENT_COLUMNS)]
+
+
+@dataclass
+class Upserted:
+    changed: int  # new or with changed content
+    stale: list[str]  # external ids to assess now (marked assessed by the same write)
+
+
+def upsert_incidents(incidents: Sequence[Mapping[str, Any]], now: datetime, ruleset_hash: str | None = None) -> Upserted:
     """Insert or update incidents; bump ``revision`` only when the content changed.
 
-    Returns how many were new or changed.
+    With ``ruleset_hash``, incidents that are stale under it (new, changed, or assessed
+    under other mappings) are marked assessed in the same write, and their external ids
+    returned: the caller assesses them in this transaction. Marking them here spares a
+    second write of every (wide) row.
     """
     if not incidents:
-        return 0
+        return Upserted(0, [])
     rows = [incident_row(i, now) for i in incidents]
     table = Incident.__table__
-    before = dict(db.session.execute(
-        sa.select(table.c.external_id, table.c.content_hash).where(
-            table.c.source == rows[0]["source"], table.c.external_id.in_([r["external_id"] for r in rows]))
-    ).all())
-    changed = sum(1 for r in rows if before.get(r["external_id"]) != r["content_hash"])
-    bulk_write(table, rows, _INCIDENT_COLUMNS, conflict=["source", "external_id"], update=_INCIDENT_UPDATE, extra_set={
-        "revision": "CASE WHEN {table}.content_hash <> excluded.content_hash THEN {table}.revision + 1 ELSE {table}.revision END",
-    })
-    return changed
+    t = table.c
+    prior = {r.external_id: r for r in db.session.execute(
+        sa.select(t.external_id, t.content_hash, t.revision, t.assessed_ruleset, t.assessed_revision).where(
+            t.source == rows[0]["source"], t.external_id.in_([r["external_id"] for r in rows])))}
+    changed, stale = 0, []
+    for row in rows:
+        before = prior.get(row["external_id"])
+        if before is None or before.content_hash != row["content_hash"]:
+            changed += 1
+            row["revision"] = 1 if before is None else before.revision + 1  # one writer per source: the sync lease
+        else:
+            row["revision"] = before.revision
+        if ruleset_hash and (before is None or (before.assessed_ruleset, before.assessed_revision) != (ruleset_hash, row["revision"])):
+            row.update(assessed_ruleset=ruleset_hash, assessed_revision=row["revision"], last_assessed_on=now)
+            stale.append(row["external_id"])
+        else:  # NULL keeps what is stored (COALESCE below)
+            row.update(assessed_ruleset=None, assessed_revision=None, last_assessed_on=None)
+    bulk_write(table, rows, _INCIDENT_COLUMNS, conflict=["source", "external_id"], update=_INCIDENT_UPDATE,
+               extra_set={c: f"COALESCE(excluded.{c}, {{table}}.{c})" for c in _ASSESSMENT_COLUMNS})
+    return Upserted(changed, stale)
 
 
 def canonical_from_row(row: Any) -> dict[str, Any]:

@@ -168,9 +168,10 @@ def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]
             ext = str(ident or "?")
             bad.append({"source": connector.name, "external_id": ext, "reason": str(exc), "raw": record,
                         "sync_run_id": run.id, "rejected_at": now})
-    changed = upsert_incidents(good, now)
-    if ruleset is not None and good:
-        _assess_arrivals(ruleset, connector.name, good, now, summary)
+    upserted = upsert_incidents(good, now, ruleset.hash if ruleset is not None else None)
+    changed = upserted.changed
+    if ruleset is not None and upserted.stale:
+        _assess_arrivals(ruleset, connector.name, good, upserted.stale, now, summary)
     if good:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
@@ -200,17 +201,15 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) 
     db.session.commit()
 
 
-def _assess_arrivals(ruleset: Ruleset, source: str, incidents: list[dict[str, Any]], now: Any, summary: SyncSummary) -> None:
-    """Assess the stored page's incidents that are stale: new, changed, or under other mappings."""
+def _assess_arrivals(ruleset: Ruleset, source: str, incidents: list[dict[str, Any]], stale: list[str], now: Any,
+                     summary: SyncSummary) -> None:
+    """Assess the stored page's stale incidents (the upsert marked them assessed) from the dicts at hand."""
     t = Incident.__table__.c
     by_ext = {i["external_id"]: i for i in incidents}
-    rows = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id, t.assessed_ruleset, t.assessed_revision)
-                              .where(t.source == source, t.external_id.in_(list(by_ext)))).all()
-    stale = [(r, by_ext[r.external_id]) for r in rows if r.assessed_ruleset != ruleset.hash or r.assessed_revision != r.revision]
-    if not stale:
-        return
+    rows = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
+                              .where(t.source == source, t.external_id.in_(stale))).all()
     result = AssessSummary(ruleset.hash)
-    assess_batch(ruleset, stale, now, result)
+    assess_batch(ruleset, [(r, by_ext[r.external_id]) for r in rows], now, result, mark_assessed=False)
     summary.assessed += result.assessed
     summary.opened += result.opened
     summary.closed += result.closed
