@@ -94,6 +94,12 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def _driver_sql() -> tuple[Any, Callable[[str], str], str]:
+    """The dialect, its identifier quoting and its parameter marker (SQLite ``?``, psycopg ``%s``)."""
+    dialect = db.engine.dialect
+    return dialect, dialect.identifier_preparer.quote, "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 def bulk_write(table: sa.Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
                conflict: Sequence[str] = (), update: Sequence[str] = (), extra_set: Mapping[str, str] | None = None) -> None:
     """INSERT many rows in one executemany, optionally ON CONFLICT (conflict) DO UPDATE.
@@ -103,9 +109,7 @@ def bulk_write(table: sa.Table, rows: Sequence[Mapping[str, Any]], columns: Sequ
     """
     if not rows:
         return
-    dialect = db.engine.dialect
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    dialect, quote, mark = _driver_sql()
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
            f"VALUES ({', '.join(mark for _ in columns)})")
     if conflict:
@@ -121,9 +125,7 @@ def bulk_update(table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) ->
     """UPDATE table SET (the rows' other columns) WHERE key = row[key], in one executemany."""
     if not rows:
         return
-    dialect = db.engine.dialect
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    dialect, quote, mark = _driver_sql()
     columns = [c for c in rows[0] if c != key]
     sql = f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} WHERE {quote(key)} = {mark}"
     convert = [(c, _converter(table.c[c], dialect.name)) for c in [*columns, key]]
