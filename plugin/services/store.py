@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
 from connectors.canonical import FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, parse_utc
 
-from ..extensions import Base, db
+from ..extensions import db
 from ..models import Incident, Lease, UTCDateTime, utcnow
 
 # Not part of what an incident *is*: they change when GapBridge itself writes back.
@@ -37,37 +36,17 @@ def incident_row(incident: Mapping[str, Any], now: datetime) -> dict[str, Any]:
         row[n] = row[n] or []  # item times are encoded as ISO 8601 by the JSON encoder
     row["raw"] = incident.get("raw") or {}
     row["content_hash"] = content_hash(incident)
-    row["revision"] = 1
     row["first_seen_at"] = now
     row["last_synced_at"] = now
     return row
 
 
-def upsert(model: type[Base], rows: Sequence[dict[str, Any]], keys: Sequence[str], update: Iterable[str],
-           extra_set: Mapping[str, Any] | None = None) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, on SQLite and PostgreSQL."""
-    if not rows:
-        return
-    dialect = db.engine.dialect.name
-    stmt: postgresql.Insert | sqlite.Insert
-    if dialect == "postgresql":
-        stmt = postgresql.insert(model.__table__)  # Core, not the ORM bulk path that splits rows by their None keys
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(model.__table__)
-    else:  # pragma: no cover - only the two supported databases
-        raise RuntimeError(f"unsupported database {dialect!r}")
-    set_ = {c: stmt.excluded[c] for c in update}
-    if extra_set:
-        set_.update({k: (v(stmt) if callable(v) else v) for k, v in extra_set.items()})
-    db.session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=set_), list(rows))
-
-
-# --- the hot path: many rows, few statements ----------------------------------------------
+# --- bulk writes: many rows, one statement ------------------------------------------------
 #
 # A sync writes a row per incident and a finding per applicable check. SQLAlchemy's per-row
 # parameter processing cost more than the database itself (31 µs per finding on SQLite), so
-# these two writes render their statement once and hand plain tuples to the driver. Only JSON
-# and UTC-time columns need converting; both are done exactly as the column types do.
+# the sync's writes (upserts included) render their statement once and hand plain tuples to
+# the driver. Only JSON and UTC-time columns need converting; both are done as the column types do.
 
 
 class JsonText(str):

@@ -20,7 +20,7 @@ from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.ruleset import Ruleset
 from .assess import AssessSummary, assess_batch
-from .store import acquire_lease, lease_holder, release_lease, upsert, upsert_incidents
+from .store import acquire_lease, bulk_write, lease_holder, release_lease, upsert_incidents
 
 log = logging.getLogger("gapbridge.sync")
 
@@ -176,9 +176,11 @@ def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
             table.c.source == connector.name, table.c.external_id.in_([g["external_id"] for g in good])))
-    upsert(RejectedRecord, bad, ["source", "external_id"], ["reason", "raw", "sync_run_id", "rejected_at"])
+    bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
+               conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
     if bookmark is not None:
-        upsert(SyncBookmark, [{"source": connector.name, "value": bookmark, "updated_at": now}], ["source"], ["value", "updated_at"])
+        bulk_write(SyncBookmark.__table__, [{"source": connector.name, "value": bookmark, "updated_at": now}],
+                   ["source", "value", "updated_at"], conflict=["source"], update=["value", "updated_at"])
     summary.pages += 1
     summary.fetched += len(records)
     summary.stored += len(good)
