@@ -55,6 +55,9 @@ class RetriableConnectorError(ConnectorError):
         self.retry_after = retry_after
         self.status = status  # the HTTP status, when there was an answer
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keep retry_after and status across a process boundary
+        return type(self), (str(self), self.retry_after, self.status)
+
 
 class AuthenticationError(FatalConnectorError):
     """401: the credentials were refused."""
@@ -151,6 +154,16 @@ class Connector(abc.ABC):
 
     def close(self) -> None:  # noqa: B027  (optional hook, most connectors have nothing to release)
         """Release sessions and sockets."""
+
+    def forked(self) -> None:
+        """Called in a forked worker process before it fetches: drop connections shared with the parent.
+
+        Pooled keep-alive sockets were inherited; both processes using one would mix their
+        requests. Closing the worker's copies leaves the parent's connections intact.
+        """
+        for value in vars(self).values():
+            if isinstance(value, HttpSession):
+                value.drop_connections()
 
 
 def available_connectors() -> dict[str, type[Connector]]:
@@ -328,6 +341,13 @@ class HttpSession:
 
     def close(self) -> None:
         self.session.close()
+
+    def drop_connections(self) -> None:
+        """Close pooled connections (the token endpoint's too); the session stays usable and reconnects."""
+        self.session.close()
+        auth = self.session.auth
+        if isinstance(auth, OAuth2TokenAuth):
+            auth.http.close()
 
 
 class OAuth2TokenAuth(requests.auth.AuthBase):

@@ -113,7 +113,8 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
                 fail(str(exc))
             try:
                 s = sync_source(connector, full=full, lease_seconds=state.config["sync"]["lease_seconds"],
-                                progress=None if quiet else _progress(name), ruleset=state.ruleset)
+                                progress=None if quiet else _progress(name), ruleset=state.ruleset,
+                                worker_process=state.config["sync"]["worker_process"])
             except SyncBusyError as exc:
                 click.echo(f"gapbridge: {exc}", err=True)
                 status = 1

@@ -52,6 +52,9 @@ class SyncSchema(Schema):
 
     write_back_after_sync = fields.Boolean(load_default=True)
     lease_seconds = fields.Integer(load_default=900, validate=validate.Range(min=30))
+    # fetch, normalize and evaluate in a second process while this one stores (plugin.services.sync)
+    worker_process = fields.String(load_default="auto", validate=validate.OneOf(["auto", "always", "never"]),
+                                   error_messages={"invalid": "Must be one of: auto, always, never (YAML reads on and off as booleans)."})
 
 
 class ApiSchema(Schema):

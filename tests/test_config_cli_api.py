@@ -47,6 +47,14 @@ def test_bad_value_is_named_with_key_and_expectation(tmp_path: Path) -> None:
         load_config(p, env={})
 
 
+def test_worker_process_is_one_of_its_modes(tmp_path: Path) -> None:
+    assert load_config(None, env={})["sync"]["worker_process"] == "auto"
+    assert load_config(write(tmp_path, "sync:\n  worker_process: never\n"), env={})["sync"]["worker_process"] == "never"
+    for value in ("off", "sometimes"):  # YAML reads off as false
+        with pytest.raises(ConfigError, match=r"config.yaml:2: sync.worker_process: Must be one of: auto, always, never"):
+            load_config(write(tmp_path, f"sync:\n  worker_process: {value}\n"), env={})
+
+
 def test_unknown_connector_type(tmp_path: Path) -> None:
     p = write(tmp_path, "connectors:\n  main:\n    type: remedy\n")
     with pytest.raises(ConfigError, match=r"config.yaml:3: connectors.main.type: unknown connector type 'remedy'"):

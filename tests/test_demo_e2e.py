@@ -120,6 +120,20 @@ def test_outbox_waits_out_an_itsm_outage_and_delivers_each_note_once(app_factory
         assert all(len(j) <= 1 for j in journals)
 
 
+def _processes_with_env(entry: str) -> set[int]:
+    """Live (not zombie) processes of this user whose environment holds ``entry``."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                found.add(int(pid))
+        except OSError:  # gone meanwhile, or not ours
+            continue
+    return found
+
+
 def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _migrated: str, tmp_path: Path) -> None:
     size = 240
     app = app_factory()
@@ -150,6 +164,7 @@ def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _
                     if stored >= 60:
                         break
                     time.sleep(0.05)
+                running = _processes_with_env(f"GAPBRIDGE_CONFIG={config}")
                 proc.send_signal(signal.SIGKILL)
         finally:
             proc.wait(30)
@@ -162,6 +177,12 @@ def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _
             assert 60 <= stored < size, "the kill did not land mid-sync"
             last = db.session.scalars(sa.select(Incident).order_by(Incident.updated_at.desc(), Incident.external_id.desc())).first()
             assert bookmark["sys_id"] == last.external_id  # the bookmark is exactly the last stored page's end
+        # a first sync fetches in a worker process (sync.worker_process: auto); orphaned, it stops too
+        assert len(running) == 2 and proc.pid in running
+        deadline = time.monotonic() + 15
+        while _processes_with_env(f"GAPBRIDGE_CONFIG={config}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with_env(f"GAPBRIDGE_CONFIG={config}") == set(), "the worker outlived the killed sync"
 
         itsm.delay = 0
         itsm.reset_stats()

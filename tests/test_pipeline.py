@@ -10,12 +10,12 @@ import sqlalchemy as sa
 
 from plugin import gapbridge
 from plugin.extensions import db
-from plugin.models import AuditEvent, Finding, Incident, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
+from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.enrich import drain, plan
 from plugin.services.store import acquire_lease
-from plugin.services.sync import SyncBusyError, sync_source
+from plugin.services.sync import SyncBusyError, sync_source, worker_process_available
 
 from .conftest import NOW
 from .fakes import FakeConnector, FakeTicketing
@@ -60,9 +60,9 @@ def test_a_page_that_fails_to_store_leaves_no_part_of_itself(app, monkeypatch) -
     real = sync_module.upsert_incidents
     calls = {"n": 0}
 
-    def flaky(incidents, now, ruleset_hash=None):
+    def flaky(source, incidents, now, ruleset_hash=None):
         calls["n"] += 1
-        result = real(incidents, now, ruleset_hash)
+        result = real(source, incidents, now, ruleset_hash)
         if calls["n"] == 2:
             raise KeyboardInterrupt  # killed after writing rows, before the commit
         return result
@@ -77,6 +77,21 @@ def test_a_page_that_fails_to_store_leaves_no_part_of_itself(app, monkeypatch) -
         monkeypatch.setattr(sync_module, "upsert_incidents", real)
         sync_source(FakeConnector(tool))
         assert count(Incident) == 21
+
+
+@pytest.mark.parametrize("worker_process", ["never", pytest.param("always", marks=pytest.mark.skipif(
+    not worker_process_available(), reason="the worker process needs fork (Linux)"))])
+def test_progress_is_reported_and_the_lease_renewed_after_every_page(app, worker_process: str) -> None:
+    seen = []
+
+    def progress(summary, total) -> None:
+        seen.append((summary.pages, summary.stored, total, db.session.get(Lease, "sync:fake").expires_at))
+
+    with app.app_context():
+        sync_source(FakeConnector(FakeTicketing(30)), progress=progress, worker_process=worker_process, lease_seconds=600)
+    assert [s[:3] for s in seen] == [(1, 7, 30), (2, 14, 30), (3, 21, 30), (4, 28, 30), (5, 30, 30)]
+    expiries = [s[3] for s in seen]
+    assert expiries == sorted(expiries) and len(set(expiries)) == 5  # pushed forward on each page
 
 
 def test_unnormalizable_records_are_rejected_with_reason_and_do_not_stop_the_sync(app) -> None:

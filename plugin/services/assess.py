@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
 from ..rules.ruleset import FAIL, NOT_APPLICABLE, Ruleset
-from .store import JsonText, bulk_update, bulk_write, canonical_from_row, canonical_subset
+from .store import JsonText, bulk_update, bulk_write, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
 
 log = logging.getLogger("gapbridge.assess")
 
@@ -69,8 +69,28 @@ def evaluate(ruleset: Ruleset, incident: dict[str, Any], now: datetime) -> list[
     return out
 
 
+# (check id, pass or fail, what is missing): the checks that apply to one incident, in ruleset order
+Outcome = tuple[str, str, list[str]]
+
+
+def applicable_outcomes(ruleset: Ruleset, incident: Mapping[str, Any], now: datetime) -> list[Outcome]:
+    """The outcome of every incident check that applies; the rest are not applicable."""
+    out = []
+    for check in ruleset.incident_checks:
+        status = check.evaluate(incident, now)
+        if status != NOT_APPLICABLE:
+            out.append((check.id, status, check.explain(incident, now) if status == FAIL else []))
+    return out
+
+
 def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes: int = 60,
            now: datetime | None = None, progress: Callable[[int], None] | None = None) -> AssessSummary:
+    with heap_frozen():
+        return _assess(ruleset, everything, time_sensitive_minutes, now, progress)
+
+
+def _assess(ruleset: Ruleset, everything: bool, time_sensitive_minutes: int, now: datetime | None,
+            progress: Callable[[int], None] | None) -> AssessSummary:
     now = now or utcnow()
     summary = AssessSummary(ruleset.hash)
     t = Incident.__table__.c
@@ -97,45 +117,79 @@ def assess(ruleset: Ruleset, *, everything: bool = False, time_sensitive_minutes
     return summary
 
 
-def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, dict[str, Any]]], now: datetime, summary: AssessSummary,
+def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, Mapping[str, Any]]], now: datetime, summary: AssessSummary,
                  mark_assessed: bool = True) -> None:
     """Evaluate and store the incident checks of a batch of (row, canonical incident) pairs.
 
     A row has the incident's ``id``, ``revision``, ``number`` and ``source``. The caller commits.
     """
+    store_outcomes(ruleset, [(row, applicable_outcomes(ruleset, incident, now)) for row, incident in batch], now, summary,
+                   mark_assessed)
+
+
+def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome]]], now: datetime, summary: AssessSummary,
+                   mark_assessed: bool = True) -> None:
+    """Store the outcomes of (row, applicable outcomes) pairs evaluated under ``ruleset``; the caller commits.
+
+    The incident's earlier findings are replaced; a gap that opened or closed is one audit event per incident.
+    """
     rows = [r for r, _ in batch]
     ids = [r.id for r in rows]
     ft = Finding.__table__
     mine = ft.c.incident_id.in_(ids) & ft.c.check_id.not_in([c.id for c in ruleset.across_checks])
-    previous = {
-        (f.incident_id, f.check_id): (f.status, f.first_failed_at)
-        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine))
-    }
-    findings, events = [], []
-    for row, incident in batch:
+    previous: dict[int, dict[str, tuple[str, Any]]] = {}
+    for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine)):
+        previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at)
+    n_checks = len(ruleset.incident_checks)
+    # rows go to the driver as tuples: per check, its constant columns are encoded once
+    dialect = db.engine.dialect.name
+    encode_time = column_encoder(ft, "evaluated_at", dialect)
+    evaluated_at = encode_time(now)
+    constants = {c.id: (c.id, c.severity, c.subprocess, c.relation, _encoded_controls(c.controls_2022),
+                        _encoded_controls(c.controls_2013), ruleset.hash) for c in ruleset.incident_checks}
+    findings: list[tuple[Any, ...]] = []
+    events = []
+    for row, outcomes in batch:
+        before_all = previous.get(row.id, {})
         opened_ids: list[str] = []
-        closed_ids: list[str] = []
-        for check, status, details in evaluate(ruleset, incident, now):
+        failing = set()
+        for check_id, status, details in outcomes:
             summary.statuses[status] += 1
-            before = previous.get((row.id, check.id))
-            if status != NOT_APPLICABLE:
-                first_failed = (before[1] if before and before[0] == FAIL else now) if status == FAIL else None
-                findings.append(_finding_row(check, row.id, status, details, ruleset.hash, now, first_failed))
+            before = before_all.get(check_id)
             was_fail = before is not None and before[0] == FAIL
-            if (status == FAIL) != was_fail:
-                (opened_ids if status == FAIL else closed_ids).append(check.id)
+            if status != FAIL:
+                first_failed = None
+            else:  # a gap that stays open keeps the time it opened
+                first_failed = encode_time(before[1]) if before is not None and was_fail else evaluated_at
+            findings.append((*constants[check_id], row.id, status, _details_json(details), evaluated_at, first_failed))
+            if status == FAIL:
+                failing.add(check_id)
+                if not was_fail:
+                    opened_ids.append(check_id)
+        summary.statuses[NOT_APPLICABLE] += n_checks - len(outcomes)
+        # a gap closes when its check passes now or no longer applies
+        closed_ids = [c.id for c in ruleset.incident_checks
+                      if c.id in before_all and before_all[c.id][0] == FAIL and c.id not in failing] if before_all else []
         if opened_ids or closed_ids:
             summary.opened += len(opened_ids)
             summary.closed += len(closed_ids)
             events.append(_gaps_event(row, opened_ids, closed_ids, ruleset.hash))
     db.session.execute(ft.delete().where(mine))
-    if findings:
-        bulk_write(ft, findings, FINDING_COLUMNS)
+    insert_encoded(ft, _OUTCOME_COLUMNS, findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
                                                  "last_assessed_on": now} for r in rows])
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+# store_outcomes' column order: the check's constants, then the outcome
+_OUTCOME_COLUMNS = ["check_id", "severity", "subprocess", "relation", "controls_2022", "controls_2013", "ruleset_hash",
+                    "incident_id", "status", "details", "evaluated_at", "first_failed_at"]
+
+
+def _details_json(details: list[str]) -> str:
+    return orjson.dumps(details).decode() if details else "[]"
 
 
 def _gaps_event(row: Any, opened: list[str], closed: list[str], ruleset_hash: str) -> dict[str, Any]:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import multiprocessing
 import os
+import pickle
 import queue
+import signal
 import socket
+import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,10 +26,23 @@ from .. import audit
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.ruleset import Ruleset
-from .assess import AssessSummary, assess_batch
-from .store import acquire_lease, bulk_write, lease_holder, release_lease, upsert_incidents
+from .assess import AssessSummary, Outcome, applicable_outcomes, store_outcomes
+from .store import (
+    EncodedIncidents,
+    acquire_lease,
+    bulk_write,
+    encode_incidents,
+    heap_frozen,
+    lease_holder,
+    refresh_planner_statistics,
+    release_lease,
+    upsert_incidents,
+)
 
 log = logging.getLogger("gapbridge.sync")
+
+# a sync refreshes the planner's statistics when it has stored this many incidents, then at each doubling
+FIRST_ANALYZE_AT = 2000
 
 
 class SyncBusyError(Exception):
@@ -98,6 +118,150 @@ def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
         thread.join(timeout=1.0)  # a fetch blocked on the network is a daemon; do not wait out its timeout
 
 
+@dataclass
+class PreparedPage:
+    """A fetched page made ready to store: incidents encoded for the database, rejected records, outcomes."""
+
+    fetched: int
+    incidents: EncodedIncidents  # the normalized records, in page order
+    rejected: list[dict[str, Any]]  # external_id, reason, raw
+    bookmark: dict[str, Any] | None
+    total: int | None
+    prepared_at: datetime
+    outcomes: dict[str, list[Outcome]] | None = None  # by external id, with a ruleset
+    outcomes_ruleset: str | None = None
+
+
+def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dialect: str) -> PreparedPage:
+    """Normalize a page's records (rejecting what cannot be), evaluate them, encode them for ``dialect``.
+
+    No database: this runs in the sync's process or in its worker. Every incident is
+    evaluated; the store uses the outcomes of those that turn out new or changed.
+    """
+    now = utcnow()
+    incidents: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for record in page.records:
+        try:
+            incidents.append(connector.normalize(record))
+        except NormalizationError as exc:
+            ident = record.get("sys_id") or record.get("id") or record.get("key")
+            if isinstance(ident, dict):  # ServiceNow with display_value=all: {display_value, value}
+                ident = ident.get("value")
+            rejected.append({"external_id": str(ident or "?"), "reason": str(exc), "raw": record})
+    prepared = PreparedPage(len(page.records), encode_incidents(incidents, now, dialect), rejected, page.bookmark,
+                            page.total, now)
+    if ruleset is not None:
+        prepared.outcomes = {i["external_id"]: applicable_outcomes(ruleset, i, now) for i in incidents}
+        prepared.outcomes_ruleset = ruleset.hash
+    return prepared
+
+
+def prepared_pages(connector: Connector, bookmark: dict[str, Any] | None, ruleset: Ruleset | None,
+                   dialect: str) -> Generator[PreparedPage, None, None]:
+    """Pages fetched in a thread (see ``prefetched``) and prepared in this one."""
+    for page in prefetched(connector.fetch_pages(bookmark)):
+        yield prepare_page(connector, page, ruleset, dialect)
+
+
+# --- a worker process for fetching and preparing ------------------------------------------
+#
+# Fetching, JSON parsing, normalizing and evaluating hold the GIL, as does most of storing, so
+# a thread cannot overlap them. For large syncs a forked worker process does the first half and
+# hands prepared pages to this process, which stores them: the page, its bookmark and its
+# findings still commit together here. Fork, because the connector and the compiled ruleset
+# (closures) cannot be pickled; the worker only talks HTTP and never touches the database.
+
+
+class FetchWorkerError(ConnectorError):
+    """The fetch worker process died without saying why (killed, out of memory)."""
+
+
+@dataclass
+class _WorkerFailure:
+    exception: BaseException | None  # None when it could not be pickled
+    description: str
+
+
+def worker_process_available() -> bool:
+    """Fork is needed (see above); macOS offers it but its system libraries are not fork-safe."""
+    return "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
+
+
+def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ruleset: Ruleset | None, dialect: str,
+                       depth: int = 2) -> Generator[PreparedPage, None, None]:
+    """Pages fetched, normalized and evaluated in a forked worker process, in order.
+
+    An error in the worker is raised here after the pages before it. Closing the generator
+    (or this process dying) stops the worker.
+    """
+    ctx = multiprocessing.get_context("fork")
+    pages: Any = ctx.Queue(maxsize=depth)
+    stop = ctx.Event()
+    worker = ctx.Process(target=_worker_main, args=(connector, bookmark, ruleset, dialect, pages, stop, os.getpid()),
+                         name=f"gapbridge-fetch-{connector.name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = pages.get(timeout=0.5)
+            except queue.Empty:
+                if worker.is_alive():
+                    continue
+                try:  # it may have exited right after its last put
+                    item = pages.get(timeout=0.5)
+                except queue.Empty:
+                    raise FetchWorkerError(f"the fetch worker of {connector.name!r} exited with status {worker.exitcode} "
+                                           "before the sync finished") from None
+            if item is None:
+                return
+            if isinstance(item, _WorkerFailure):
+                if item.exception is not None:
+                    raise item.exception
+                raise FetchWorkerError(f"the fetch worker of {connector.name!r} failed: {item.description}")
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=2.0)
+        if worker.is_alive():
+            worker.terminate()
+            worker.join(timeout=5.0)
+        pages.cancel_join_thread()
+        pages.close()
+
+
+def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset: Ruleset | None, dialect: str,
+                 pages: Any, stop: Any, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+
+    def put(item: Any) -> bool:
+        while not stop.is_set() and os.getppid() == parent:  # an orphan (parent killed) stops
+            try:
+                pages.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    connector.forked()
+    gc.freeze()  # what the parent built is never garbage here; do not traverse (or copy on write) it
+    try:
+        for page in prefetched(connector.fetch_pages(bookmark)):  # the ITSM serves the next page meanwhile
+            if not put(prepare_page(connector, page, ruleset, dialect)):
+                return
+        put(None)
+    except BaseException as exc:
+        description = f"{type(exc).__name__}: {exc}"
+        log.debug("fetch worker failed", exc_info=True)
+        try:
+            pickle.dumps(exc)
+            put(_WorkerFailure(exc, description))
+        except Exception:
+            put(_WorkerFailure(None, description))
+    finally:
+        connector.close()
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -108,11 +272,15 @@ def load_bookmark(source: str) -> dict[str, Any] | None:
 
 
 def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int = 900,
-                progress: ProgressFn | None = None, ruleset: Ruleset | None = None) -> SyncSummary:
+                progress: ProgressFn | None = None, ruleset: Ruleset | None = None,
+                worker_process: str = "never") -> SyncSummary:
     """Run one sync of ``connector``; raise ConnectorError after recording a failed run.
 
     With a ``ruleset``, each page's new and changed incidents are assessed as they are
     stored (the normalized incidents are at hand; no second read), in the page's transaction.
+
+    ``worker_process``: fetch and prepare pages in a worker process (``prepared_in_worker``)
+    "always", "never", or on "auto" for a sync from the start (first or full), the large ones.
     """
     source, me = connector.name, worker_id()
     lease = f"sync:{source}"
@@ -121,25 +289,40 @@ def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int 
         who = f" by {holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder else ""
         raise SyncBusyError(f"a sync of {source!r} is already running{who}")
     try:
-        return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset)
+        return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset, worker_process)
     finally:
         release_lease(lease, me)
 
 
 def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lease_seconds: int,
-         progress: ProgressFn | None, ruleset: Ruleset | None) -> SyncSummary:
+         progress: ProgressFn | None, ruleset: Ruleset | None, worker_process: str) -> SyncSummary:
     bookmark = None if full else load_bookmark(source)
+    if worker_process not in ("auto", "always", "never"):
+        raise ValueError(f"worker_process must be auto, always or never, not {worker_process!r}")
+    use_worker = worker_process == "always" or (worker_process == "auto" and bookmark is None)
+    if use_worker and not worker_process_available():
+        log.info("no fork on this platform: fetching in a thread of this process")
+        use_worker = False
     run = SyncRun(source=source, full=full, status="running", started_at=utcnow(), bookmark_before=bookmark)
     db.session.add(run)
-    audit.record("sync.started", "sync_run", None, source=source, full=full, bookmark=bookmark)
+    audit.record("sync.started", "sync_run", None, source=source, full=full, bookmark=bookmark, worker_process=use_worker)
     db.session.commit()
     summary = SyncSummary(source, run.id, "running")
     try:
-        for page in prefetched(connector.fetch_pages(bookmark)):
-            _store_page(connector, run, page.records, page.bookmark, summary, ruleset)
-            acquire_lease(lease, me, lease_seconds)  # renew while we make progress
-            if progress:
-                progress(summary, page.total)
+        dialect = db.engine.dialect.name
+        pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
+                 else prepared_pages(connector, bookmark, ruleset, dialect))
+        analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
+        with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
+            for page in pages:
+                _store_page(source, run, page, summary, ruleset)
+                if summary.stored >= analyze_at:
+                    refresh_planner_statistics()
+                    db.session.commit()
+                    analyze_at = 2 * summary.stored
+                acquire_lease(lease, me, lease_seconds)  # renew while we make progress
+                if progress:
+                    progress(summary, page.total)
     except ConnectorError as exc:
         db.session.rollback()
         _finish(run, summary, "failed", str(exc))
@@ -153,43 +336,30 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
     return summary
 
 
-def _store_page(connector: Connector, run: SyncRun, records: list[dict[str, Any]],
-                bookmark: dict[str, Any] | None, summary: SyncSummary, ruleset: Ruleset | None) -> None:
-    now = utcnow()
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    for record in records:
-        try:
-            good.append(connector.normalize(record))
-        except NormalizationError as exc:
-            ident = record.get("sys_id") or record.get("id") or record.get("key")
-            if isinstance(ident, dict):  # ServiceNow with display_value=all: {display_value, value}
-                ident = ident.get("value")
-            ext = str(ident or "?")
-            bad.append({"source": connector.name, "external_id": ext, "reason": str(exc), "raw": record,
-                        "sync_run_id": run.id, "rejected_at": now})
-    upserted = upsert_incidents(good, now, ruleset.hash if ruleset is not None else None)
-    changed = upserted.changed
+def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSummary, ruleset: Ruleset | None) -> None:
+    now = page.prepared_at
+    upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None)
     if ruleset is not None and upserted.stale:
-        _assess_arrivals(ruleset, connector.name, good, upserted.stale, now, summary)
-    if good:
+        _assess_arrivals(ruleset, source, page, upserted.stale, now, summary)
+    if page.incidents:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
-            table.c.source == connector.name, table.c.external_id.in_([g["external_id"] for g in good])))
+            table.c.source == source, table.c.external_id.in_(page.incidents.external_ids)))
+    bad = [{**b, "source": source, "sync_run_id": run.id, "rejected_at": now} for b in page.rejected]
     bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
                conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
-    if bookmark is not None:
-        bulk_write(SyncBookmark.__table__, [{"source": connector.name, "value": bookmark, "updated_at": now}],
+    if page.bookmark is not None:
+        bulk_write(SyncBookmark.__table__, [{"source": source, "value": page.bookmark, "updated_at": now}],
                    ["source", "value", "updated_at"], conflict=["source"], update=["value", "updated_at"])
     summary.pages += 1
-    summary.fetched += len(records)
-    summary.stored += len(good)
-    summary.changed += changed
+    summary.fetched += page.fetched
+    summary.stored += len(page.incidents)
+    summary.changed += upserted.changed
     summary.rejected += len(bad)
     summary.rejections.extend((b["external_id"], b["reason"]) for b in bad[: max(0, 20 - len(summary.rejections))])
     db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(
         pages=summary.pages, fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
-        rejected=summary.rejected, bookmark_after=bookmark))
+        rejected=summary.rejected, bookmark_after=page.bookmark))
     db.session.commit()  # the page, its rejections and the bookmark, in one transaction
 
 
@@ -203,15 +373,16 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) 
     db.session.commit()
 
 
-def _assess_arrivals(ruleset: Ruleset, source: str, incidents: list[dict[str, Any]], stale: list[str], now: Any,
+def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: list[str], now: Any,
                      summary: SyncSummary) -> None:
-    """Assess the stored page's stale incidents (the upsert marked them assessed) from the dicts at hand."""
+    """Store the outcomes of the page's stale incidents (the upsert marked them assessed)."""
+    if page.outcomes is None or page.outcomes_ruleset != ruleset.hash:
+        raise RuntimeError(f"page prepared under ruleset {page.outcomes_ruleset}, stored under {ruleset.hash}")
     t = Incident.__table__.c
-    by_ext = {i["external_id"]: i for i in incidents}
-    rows = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
-                              .where(t.source == source, t.external_id.in_(stale))).all()
+    stored = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
+                                .where(t.source == source, t.external_id.in_(stale))).all()
     result = AssessSummary(ruleset.hash)
-    assess_batch(ruleset, [(r, by_ext[r.external_id]) for r in rows], now, result, mark_assessed=False)
+    store_outcomes(ruleset, [(r, page.outcomes[r.external_id]) for r in stored], now, result, mark_assessed=False)
     summary.assessed += result.assessed
     summary.opened += result.opened
     summary.closed += result.closed
