@@ -59,6 +59,7 @@ def main() -> None:
                         "database given here is emptied first")
     args = parser.parse_args()
 
+    from connectors.canonical import FIELDS
     from connectors.servicenow import ServiceNowConnector
     from plugin import create_app, gapbridge
     from plugin.cli import demo_config, migrate_db
@@ -108,6 +109,7 @@ def main() -> None:
             sync_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             a = assess(ruleset)
             pipeline_s = time.perf_counter() - t
+            pipeline_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             connector.close()
             assert summary.stored == args.incidents and summary.assessed + a.assessed >= args.incidents
 
@@ -116,8 +118,9 @@ def main() -> None:
             last = 0
             n = 0
             cols = Incident.__table__.c
+            wanted = [cols.id, *(cols[n] for n in FIELDS)]  # what a check reads; not the raw record
             while True:
-                rows = db.session.execute(db.select(*cols).where(cols.id > last).order_by(cols.id).limit(2000)).all()
+                rows = db.session.execute(db.select(*wanted).where(cols.id > last).order_by(cols.id).limit(2000)).all()
                 if not rows:
                     break
                 last = rows[-1].id
@@ -138,7 +141,8 @@ def main() -> None:
         pipeline_rate = args.incidents / pipeline_s
         print(f"checks={len(ruleset.checks)} fetch={fetch_s:.2f}s sync(fetch+normalize+store+assess)={sync_s:.2f}s "
               f"pipeline(+assess pass: across checks)={pipeline_s:.2f}s assess-only={t_eval:.2f}s for {n} "
-              f"peak rss: this process {own_mb:.0f} MB ({sync_rss_mb:.0f} MB by the end of the sync), "
+              f"peak rss: this process {own_mb:.0f} MB ({sync_rss_mb:.0f} MB by the end of the sync, "
+              f"{pipeline_rss_mb:.0f} MB of the assessment pass), "
               f"sync worker {worker_mb:.0f} MB", file=sys.stderr)
         print(f"fetch_per_s={fetch_rate:.0f} pipeline_per_s={pipeline_rate:.0f} ratio={pipeline_rate / fetch_rate:.2f} "
               f"assess_per_s={n / t_eval:.0f} peak_rss_mb={peak_mb:.0f}")

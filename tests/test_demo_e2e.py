@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
+from connectors.canonical import FIELDS
 from connectors.servicenow import ServiceNowConnector
 from demo_itsm import DemoITSM
 from plugin import gapbridge
 from plugin.cli import demo_config, main, run_sync, run_writeback
 from plugin.extensions import db
 from plugin.models import Finding, Incident, OutboxItem, SyncBookmark, SyncRun
-from plugin.rules.ruleset import FAIL, PASS
+from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.sync import sync_source
 
@@ -59,6 +61,33 @@ def test_demo_data_exercises_every_check_both_ways(app_factory: Any, tmp_path: P
     assert {"GDPR-001", "NIS2-001", "DORA-001"} <= set(ids)  # the overlays are on in the demo
     not_both = {cid: sorted(seen.get(cid, ())) for cid in ids if not {PASS, FAIL} <= seen.get(cid, set())}
     assert not not_both, f"checks the demo data does not exercise both ways: {not_both}"
+
+
+def test_checks_across_incidents_stream_in_batches_with_the_outcomes_of_one_pass(app_factory: Any, tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from plugin.rules.across import evaluate_across_detailed
+    from plugin.services import assess as assess_module
+    from plugin.services.store import canonical_from_row
+
+    monkeypatch.setattr(assess_module, "ACROSS_BATCH", 4)  # batches far smaller than groups and reference chains
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+    with DemoITSM(tmp_path / "itsm.sqlite", size=300) as itsm:
+        app = _demo_app(app_factory, itsm, tmp_path)
+        with app.app_context():
+            ruleset = gapbridge(app).ruleset
+            sync_source(ServiceNowConnector("demo", gapbridge(app).config["connectors"]["demo"]), ruleset=ruleset)
+            assess(ruleset, now=now)
+            across = {c.id: c for c in ruleset.across_checks}
+            stored = {(f.incident_id, f.check_id): (f.status, f.details) for f in db.session.scalars(
+                sa.select(Finding).where(Finding.check_id.in_(list(across))))}
+            # the reference: every incident in memory at once
+            t = Incident.__table__.c
+            rows = db.session.execute(sa.select(t.id, *(getattr(t, n) for n in FIELDS)).order_by(t.id)).all()
+            incidents = [canonical_from_row(r) for r in rows]
+    expected = {(r.id, cid): outcome for cid, check in across.items()
+                for r, outcome in zip(rows, evaluate_across_detailed(check, incidents, now), strict=True) if outcome[0] != NOT_APPLICABLE}
+    assert {s for s, _ in expected.values()} == {PASS, FAIL}
+    assert stored == expected
 
 
 def test_demo_once_end_to_end_and_a_second_run_writes_nothing(app_factory: Any, _migrated: str, tmp_path: Path) -> None:

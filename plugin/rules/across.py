@@ -33,11 +33,27 @@ Outcome = tuple[str, list[str]]
 
 
 class AcrossRule:
+    """A rule over many incidents. So that the store can stream them in bounded batches,
+    a rule says what a batch must hold together (``partition_by``) and which other
+    incidents it looks up (``references``); ``evaluate`` is then exact on each batch."""
+
     type: str
     fields: frozenset[str]  # incident fields the rule itself reads
+    #: a batch holds every incident sharing these values (empty: any batch will do)
+    partition_by: tuple[str, ...] = ()
 
-    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime) -> list[Outcome]:
+    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
+        """Outcomes aligned with ``incidents``; ``known`` holds the referenced incidents by number."""
         raise NotImplementedError
+
+    def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Numbers of the other incidents that evaluating these needs (see ``known``)."""
+        return set()
+
+    def partition_key(self, incident: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The partition ``incident`` belongs to; None when it needs no other incident of its batch."""
+        return tuple(incident.get(f) for f in self.partition_by) if self.partition_by else None
 
 
 def _loc(node: Any, key: Any, default: Location) -> Location:
@@ -63,8 +79,14 @@ class Recurrence(AcrossRule):
             raise MappingError(_loc(node, "min_count", loc), f"{path}.min_count", f"expected a whole number >= 2, got {n!r}")
         self.group_by, self.min_count = tuple(group_by), n
         self.fields = frozenset({*group_by, "opened_at"})
+        self.partition_by = self.group_by  # groups are independent of each other
 
-    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime) -> list[Outcome]:
+    def partition_key(self, incident: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        key = tuple(incident.get(g) for g in self.group_by)
+        return None if any(k in (None, "") for k in key) else key  # not in any group: not applicable alone
+
+    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
         out: list[Outcome] = [(NOT_APPLICABLE, [])] * len(incidents)
         groups: dict[tuple, list[tuple[datetime, int]]] = defaultdict(list)
         for i, inc in enumerate(incidents):
@@ -102,8 +124,12 @@ class OpenWeakness(AcrossRule):
         self.max_age: timedelta = parse_duration(node["max_age"], f"{path}.max_age", _loc(node, "max_age", loc))
         self.fields = frozenset({"weakness_refs", "number", "state", "opened_at"})
 
-    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime) -> list[Outcome]:
-        by_number = {inc["number"]: inc for inc in incidents if inc.get("number")}
+    def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
+        return {r for inc in incidents for r in inc.get("weakness_refs") or ()}
+
+    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
+        by_number = known if known is not None else {inc["number"]: inc for inc in incidents if inc.get("number")}
         out: list[Outcome] = []
         for inc in incidents:
             refs = [r for r in inc.get("weakness_refs") or () if r in by_number]
@@ -141,9 +167,10 @@ def compile_rule(node: Any, path: str, loc: Location) -> AcrossRule:
     return RULE_TYPES[kind](node, path, loc)
 
 
-def evaluate_across_detailed(check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime) -> list[Outcome]:
+def evaluate_across_detailed(check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
+                             known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
     assert check.rule is not None, f"{check.id} is not a cross-incident check"
-    return check.rule.evaluate(check, incidents, now)
+    return check.rule.evaluate(check, incidents, now, known)
 
 
 def evaluate_across(check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime) -> list[str]:

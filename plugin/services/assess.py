@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -213,40 +213,99 @@ def _finding_row(check: Any, incident_id: int, status: str, details: list[str], 
     }
 
 
+ACROSS_BATCH = 2000  # incidents per batch of a check across incidents (a batch never splits a partition)
+
+
 def _assess_across(ruleset: Ruleset, now: datetime, summary: AssessSummary) -> None:
-    """Checks across incidents see every stored incident; only changed findings are written."""
-    t = Incident.__table__.c
-    needed = sorted({"number", "source"} | {f for c in ruleset.across_checks for f in c.fields})
-    rows = db.session.execute(sa.select(t.id, *(getattr(t, n) for n in needed)).order_by(t.id)).all()
-    incidents = [canonical_subset(r, needed) for r in rows]
-    ft = Finding.__table__
+    """Checks across incidents see every stored incident, streamed in bounded batches; only changed findings are written."""
+    db.session.commit()  # the stream reads on its own connection: let it see everything stored so far
     for check in ruleset.across_checks:
-        outcomes = evaluate_across_detailed(check, incidents, now)
-        before = {f.incident_id: f for f in db.session.execute(
-            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash).where(ft.c.check_id == check.id))}
-        changed, events = [], []
-        gone: list[int] = []
-        for row, (status, details) in zip(rows, outcomes, strict=True):
-            old = before.get(row.id)
-            if status == NOT_APPLICABLE:
-                if old is not None:
-                    gone.append(row.id)
-            elif old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
-                continue
-            else:
-                first_failed = (old.first_failed_at if old is not None and old.status == FAIL else now) if status == FAIL else None
-                changed.append(_finding_row(check, row.id, status, details, ruleset.hash, now, first_failed))
-            summary.statuses[status] += 1
-            was_fail = old is not None and old.status == FAIL
-            if (status == FAIL) != was_fail:
-                summary.opened += status == FAIL
-                summary.closed += status != FAIL
-                events.append(_gaps_event(row, [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
-        for start in range(0, len(gone), BATCH):
-            db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_(gone[start:start + BATCH])))
-        for start in range(0, len(changed), BATCH):
-            chunk = changed[start:start + BATCH]
-            db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_([c["incident_id"] for c in chunk])))
-            bulk_write(ft, chunk, FINDING_COLUMNS)
-        audit.record_many(events)
+        for batch in _across_batches(check):
+            _store_across(ruleset, check, batch, now, summary)
         db.session.commit()
+
+
+def _across_batches(check: Any) -> Iterator[tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None]]:
+    """(ids, incidents, referenced incidents by number) batches of every stored incident, for one check.
+
+    Streamed in the order of the rule's partition, so that memory holds a batch (or one
+    large partition), not the whole table.
+    """
+    t = Incident.__table__.c
+    rule = check.rule
+    needed = sorted({"number", "source"} | set(check.fields))
+    columns = [t.id, *(getattr(t, n) for n in needed)]
+    order = [*(getattr(t, f) for f in rule.partition_by), t.id]
+    with db.engine.connect() as reader:
+        rows = reader.execution_options(stream_results=True, yield_per=ACROSS_BATCH).execute(sa.select(*columns).order_by(*order))
+        ids: list[int] = []
+        incidents: list[dict[str, Any]] = []
+        last_key: tuple[Any, ...] | None = None
+        for row in rows:
+            incident = canonical_subset(row, needed)
+            key = rule.partition_key(incident)
+            if len(ids) >= ACROSS_BATCH and (key is None or key != last_key):
+                yield ids, incidents, _referenced(rule, incidents, needed)
+                ids, incidents = [], []
+            ids.append(row.id)
+            incidents.append(incident)
+            last_key = key
+        if ids:
+            yield ids, incidents, _referenced(rule, incidents, needed)
+
+
+def _referenced(rule: Any, incidents: list[dict[str, Any]], needed: list[str]) -> dict[str, dict[str, Any]] | None:
+    numbers = sorted(rule.references(incidents))
+    if not numbers:
+        return None
+    t = Incident.__table__.c
+    known: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(numbers), BATCH):
+        for row in db.session.execute(sa.select(*(getattr(t, n) for n in needed)).where(
+                t.number.in_(numbers[start:start + BATCH])).order_by(t.id)):
+            known[row.number] = canonical_subset(row, needed)  # the last stored wins, as in a full scan
+    return known
+
+
+def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None],
+                  now: datetime, summary: AssessSummary) -> None:
+    ids, incidents, known = batch
+    outcomes = evaluate_across_detailed(check, incidents, now, known)
+    ft = Finding.__table__
+    before = {f.incident_id: f for f in db.session.execute(
+        sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash)
+        .where(ft.c.check_id == check.id, ft.c.incident_id.in_(ids)))}
+    changed, gone, events = [], [], []
+    for incident_id, incident, (status, details) in zip(ids, incidents, outcomes, strict=True):
+        old = before.get(incident_id)
+        if status == NOT_APPLICABLE:
+            if old is not None:
+                gone.append(incident_id)
+        elif old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
+            continue
+        else:
+            first_failed = (old.first_failed_at if old is not None and old.status == FAIL else now) if status == FAIL else None
+            changed.append(_finding_row(check, incident_id, status, details, ruleset.hash, now, first_failed))
+        summary.statuses[status] += 1
+        was_fail = old is not None and old.status == FAIL
+        if (status == FAIL) != was_fail:
+            summary.opened += status == FAIL
+            summary.closed += status != FAIL
+            subject = _Subject(incident_id, incident.get("number"), incident.get("source"))
+            events.append(_gaps_event(subject, [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
+    for start in range(0, len(gone), BATCH):
+        db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_(gone[start:start + BATCH])))
+    for start in range(0, len(changed), BATCH):
+        chunk = changed[start:start + BATCH]
+        db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_([c["incident_id"] for c in chunk])))
+        bulk_write(ft, chunk, FINDING_COLUMNS)
+    audit.record_many(events)
+
+
+@dataclass
+class _Subject:
+    """What an audit event names of an incident (``_gaps_event`` reads id, number, source)."""
+
+    id: int
+    number: str | None
+    source: str | None
