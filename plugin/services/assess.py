@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,18 +128,22 @@ def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, Mapping[str, Any]]
 
 
 def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome]]], now: datetime, summary: AssessSummary,
-                   mark_assessed: bool = True) -> None:
+                   mark_assessed: bool = True, without_findings: Collection[int] = ()) -> None:
     """Store the outcomes of (row, applicable outcomes) pairs evaluated under ``ruleset``; the caller commits.
 
     The incident's earlier findings are replaced; a gap that opened or closed is one audit event per incident.
+    ``without_findings``: ids of incidents known to have none yet (just stored for the first time).
     """
     rows = [r for r, _ in batch]
-    ids = [r.id for r in rows]
+    ids = [r.id for r in rows if r.id not in without_findings]
     ft = Finding.__table__
-    mine = ft.c.incident_id.in_(ids) & ft.c.check_id.not_in([c.id for c in ruleset.across_checks])
+    mine = (ft.c.incident_id.in_(sa.bindparam("ids", expanding=True))
+            & ft.c.check_id.not_in([c.id for c in ruleset.across_checks]))
     previous: dict[int, dict[str, tuple[str, Any]]] = {}
-    for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine)):
-        previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at)
+    if ids:
+        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine),
+                                    {"ids": ids}):
+            previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at)
     n_checks = len(ruleset.incident_checks)
     # rows go to the driver as tuples: per check, its constant columns are encoded once
     dialect = db.engine.dialect.name
@@ -174,7 +178,8 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
             summary.opened += len(opened_ids)
             summary.closed += len(closed_ids)
             events.append(_gaps_event(row, opened_ids, closed_ids, ruleset.hash))
-    db.session.execute(ft.delete().where(mine))
+    if ids:
+        db.session.execute(ft.delete().where(mine), {"ids": ids})
     insert_encoded(ft, _OUTCOME_COLUMNS, findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
@@ -272,9 +277,12 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
     ids, incidents, known = batch
     outcomes = evaluate_across_detailed(check, incidents, now, known)
     ft = Finding.__table__
-    before = {f.incident_id: f for f in db.session.execute(
-        sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash)
-        .where(ft.c.check_id == check.id, ft.c.incident_id.in_(ids)))}
+    some = ft.c.incident_id.in_(sa.bindparam("ids", expanding=True))
+    before: dict[int, Any] = {}
+    for start in range(0, len(ids), BATCH):  # a batch holds a whole partition, however large: keep IN lists short
+        before.update((f.incident_id, f) for f in db.session.execute(
+            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash)
+            .where(ft.c.check_id == check.id, some), {"ids": ids[start:start + BATCH]}))
     changed, gone, events = [], [], []
     for incident_id, incident, (status, details) in zip(ids, incidents, outcomes, strict=True):
         old = before.get(incident_id)
@@ -293,12 +301,10 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
             summary.closed += status != FAIL
             subject = _Subject(incident_id, incident.get("number"), incident.get("source"))
             events.append(_gaps_event(subject, [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
-    for start in range(0, len(gone), BATCH):
-        db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_(gone[start:start + BATCH])))
-    for start in range(0, len(changed), BATCH):
-        chunk = changed[start:start + BATCH]
-        db.session.execute(ft.delete().where(ft.c.check_id == check.id, ft.c.incident_id.in_([c["incident_id"] for c in chunk])))
-        bulk_write(ft, chunk, FINDING_COLUMNS)
+    replaced = gone + [c["incident_id"] for c in changed if c["incident_id"] in before]
+    for start in range(0, len(replaced), BATCH):
+        db.session.execute(ft.delete().where(ft.c.check_id == check.id, some), {"ids": replaced[start:start + BATCH]})
+    bulk_write(ft, changed, FINDING_COLUMNS)
     audit.record_many(events)
 
 

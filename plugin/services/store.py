@@ -193,6 +193,7 @@ def encode_incidents(incidents: Sequence[Mapping[str, Any]], now: datetime, dial
 class Upserted:
     changed: int  # new or with changed content
     stale: list[str]  # external ids to assess now (marked assessed by the same write)
+    new: list[str]  # external ids stored for the first time
 
 
 def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ruleset_hash: str | None = None) -> Upserted:
@@ -204,19 +205,23 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
     second write of every (wide) row.
     """
     if not incidents:
-        return Upserted(0, [])
+        return Upserted(0, [], [])
     table = Incident.__table__
     t = table.c
     prior = {r.external_id: r for r in db.session.execute(
         sa.select(t.external_id, t.content_hash, t.revision, t.assessed_ruleset, t.assessed_revision).where(
-            t.source == source, t.external_id.in_(incidents.external_ids)))}
+            t.source == source, t.external_id.in_(sa.bindparam("ids", expanding=True))), {"ids": incidents.external_ids})}
     assessed_on = encode_rows(table, [{"last_assessed_on": now}], ["last_assessed_on"], db.engine.dialect.name)[0][0]
-    changed, stale, params = 0, [], []
+    changed, stale, new, params = 0, [], [], []
     for external_id, content, prepared in zip(incidents.external_ids, incidents.content_hashes, incidents.params, strict=True):
         before = prior.get(external_id)
-        if before is None or before.content_hash != content:
+        if before is None:
             changed += 1
-            revision = 1 if before is None else before.revision + 1  # one writer per source: the sync lease
+            revision = 1
+            new.append(external_id)
+        elif before.content_hash != content:
+            changed += 1
+            revision = before.revision + 1  # one writer per source: the sync lease
         else:
             revision = before.revision
         if ruleset_hash and (before is None or (before.assessed_ruleset, before.assessed_revision) != (ruleset_hash, revision)):
@@ -227,7 +232,7 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
     sql = _insert_sql(table, [*_PREPARED_COLUMNS, *_STORE_COLUMNS], ["source", "external_id"], _INCIDENT_UPDATE,
                       {c: f"COALESCE(excluded.{c}, {{table}}.{c})" for c in _ASSESSMENT_COLUMNS})
     db.session.connection().exec_driver_sql(sql, params)
-    return Upserted(changed, stale)
+    return Upserted(changed, stale, new)
 
 
 def canonical_from_row(row: Any) -> dict[str, Any]:

@@ -340,11 +340,11 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSumm
     now = page.prepared_at
     upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None)
     if ruleset is not None and upserted.stale:
-        _assess_arrivals(ruleset, source, page, upserted.stale, now, summary)
+        _assess_arrivals(ruleset, source, page, upserted.stale, upserted.new, now, summary)
     if page.incidents:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
-            table.c.source == source, table.c.external_id.in_(page.incidents.external_ids)))
+            table.c.source == source, table.c.external_id.in_(sa.bindparam("ids", expanding=True))), {"ids": page.incidents.external_ids})
     bad = [{**b, "source": source, "sync_run_id": run.id, "rejected_at": now} for b in page.rejected]
     bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
                conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
@@ -373,16 +373,19 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) 
     db.session.commit()
 
 
-def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: list[str], now: Any,
+def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: list[str], new_ids: list[str], now: Any,
                      summary: SyncSummary) -> None:
     """Store the outcomes of the page's stale incidents (the upsert marked them assessed)."""
     if page.outcomes is None or page.outcomes_ruleset != ruleset.hash:
         raise RuntimeError(f"page prepared under ruleset {page.outcomes_ruleset}, stored under {ruleset.hash}")
     t = Incident.__table__.c
     stored = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
-                                .where(t.source == source, t.external_id.in_(stale))).all()
+                                .where(t.source == source, t.external_id.in_(sa.bindparam("ids", expanding=True))),
+                                {"ids": stale}).all()
     result = AssessSummary(ruleset.hash)
-    store_outcomes(ruleset, [(r, page.outcomes[r.external_id]) for r in stored], now, result, mark_assessed=False)
+    new = set(new_ids)
+    store_outcomes(ruleset, [(r, page.outcomes[r.external_id]) for r in stored], now, result, mark_assessed=False,
+                   without_findings={r.id for r in stored if r.external_id in new})
     summary.assessed += result.assessed
     summary.opened += result.opened
     summary.closed += result.closed
