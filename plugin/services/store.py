@@ -101,21 +101,26 @@ def insert_encoded(table: sa.Table, columns: Sequence[str], params: Sequence[tup
     """
     if not params:
         return
+    dialect, quote, _ = _driver_sql()
     connection = db.session.connection()
-    if db.engine.dialect.name != "postgresql":
+    if dialect.name != "postgresql":
         connection.exec_driver_sql(_insert_sql(table, columns), params)
         return
-    quote = db.engine.dialect.identifier_preparer.quote
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f"COPY {quote(table.name)} ({', '.join(quote(c) for c in columns)}) FROM STDIN") as copy:
         for row in params:
             copy.write_row(row)
 
 
+def _driver_sql() -> tuple[Any, Callable[[str], str], str]:
+    """The dialect, its identifier quoting and its parameter marker (SQLite ``?``, psycopg ``%s``)."""
+    dialect = db.engine.dialect
+    return dialect, dialect.identifier_preparer.quote, "?" if dialect.paramstyle == "qmark" else "%s"
+
+
 def _insert_sql(table: sa.Table, columns: Sequence[str], conflict: Sequence[str] = (), update: Sequence[str] = (),
                 extra_set: Mapping[str, str] | None = None) -> str:
-    dialect = db.engine.dialect
-    quote, mark = dialect.identifier_preparer.quote, "?" if dialect.paramstyle == "qmark" else "%s"
+    _, quote, mark = _driver_sql()
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
            f"VALUES ({', '.join(mark for _ in columns)})")
     if conflict:
@@ -127,23 +132,25 @@ def _insert_sql(table: sa.Table, columns: Sequence[str], conflict: Sequence[str]
 
 def bulk_write(table: sa.Table, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], *,
                conflict: Sequence[str] = (), update: Sequence[str] = (), extra_set: Mapping[str, str] | None = None) -> None:
-    """INSERT many rows in one executemany, optionally ON CONFLICT (conflict) DO UPDATE.
+    """INSERT many rows in one statement (``insert_encoded``), or ON CONFLICT (conflict) DO UPDATE in one executemany.
 
     ``extra_set`` maps a column to an SQL expression over ``{table}`` and ``excluded``.
     The statement has the same meaning on SQLite (3.24+) and PostgreSQL.
     """
     if not rows:
         return
-    sql = _insert_sql(table, columns, conflict, update, extra_set)
-    db.session.connection().exec_driver_sql(sql, encode_rows(table, rows, columns, db.engine.dialect.name))
+    params = encode_rows(table, rows, columns, db.engine.dialect.name)
+    if not conflict:
+        insert_encoded(table, columns, params)
+        return
+    db.session.connection().exec_driver_sql(_insert_sql(table, columns, conflict, update, extra_set), params)
 
 
 def bulk_update(table: sa.Table, key: str, rows: Sequence[Mapping[str, Any]]) -> None:
     """UPDATE table SET (the rows' other columns) WHERE key = row[key], in one executemany."""
     if not rows:
         return
-    dialect = db.engine.dialect
-    quote, mark = dialect.identifier_preparer.quote, "?" if dialect.paramstyle == "qmark" else "%s"
+    dialect, quote, mark = _driver_sql()
     columns = [c for c in rows[0] if c != key]
     sql = f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} WHERE {quote(key)} = {mark}"
     db.session.connection().exec_driver_sql(sql, encode_rows(table, rows, [*columns, key], dialect.name))
@@ -211,7 +218,7 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
     prior = {r.external_id: r for r in db.session.execute(
         sa.select(t.external_id, t.content_hash, t.revision, t.assessed_ruleset, t.assessed_revision).where(
             t.source == source, t.external_id.in_(sa.bindparam("ids", expanding=True))), {"ids": incidents.external_ids})}
-    assessed_on = encode_rows(table, [{"last_assessed_on": now}], ["last_assessed_on"], db.engine.dialect.name)[0][0]
+    assessed_on = column_encoder(table, "last_assessed_on", db.engine.dialect.name)(now)
     changed, stale, new, params = 0, [], [], []
     for external_id, content, prepared in zip(incidents.external_ids, incidents.content_hashes, incidents.params, strict=True):
         before = prior.get(external_id)
