@@ -65,7 +65,7 @@ def main() -> None:
     from plugin.cli import demo_config, migrate_db
     from plugin.extensions import db
     from plugin.models import Incident
-    from plugin.services.assess import assess, evaluate
+    from plugin.services.assess import applicable_outcomes, assess
     from plugin.services.store import canonical_from_row
     from plugin.services.sync import sync_source
 
@@ -130,7 +130,7 @@ def main() -> None:
                 now = utcnow()
                 t = time.perf_counter()
                 for inc in batch:
-                    evaluate(ruleset, inc, now)
+                    applicable_outcomes(ruleset, inc, now)
                 t_eval += time.perf_counter() - t
                 n += len(batch)
         # the sync's worker process (joined, so counted under RUSAGE_CHILDREN; the demo ITSM still runs and is not)

@@ -26,13 +26,11 @@ from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
 from ..rules.ruleset import FAIL, NOT_APPLICABLE, Ruleset
-from .store import JsonText, bulk_update, bulk_write, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
+from .store import JsonText, bulk_update, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
 
 log = logging.getLogger("gapbridge.assess")
 
 BATCH = 500
-FINDING_COLUMNS = ["incident_id", "check_id", "status", "severity", "subprocess", "relation", "controls_2022", "controls_2013",
-                   "details", "ruleset_hash", "evaluated_at", "first_failed_at"]
 
 
 @dataclass
@@ -58,15 +56,6 @@ def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: in
         t.assessed_revision != t.revision,
         sa.and_(t.state.in_(OPEN_STATES), t.last_assessed_on < cutoff),
     )
-
-
-def evaluate(ruleset: Ruleset, incident: dict[str, Any], now: datetime) -> list[tuple[Any, str, list[str]]]:
-    """(check, status, what is missing) for every check; explanations only for failures."""
-    out = []
-    for check in ruleset.incident_checks:
-        status = check.evaluate(incident, now)
-        out.append((check, status, check.explain(incident, now) if status == FAIL else []))
-    return out
 
 
 # (check id, pass or fail, what is missing): the checks that apply to one incident, in ruleset order
@@ -149,8 +138,7 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     dialect = db.engine.dialect.name
     encode_time = column_encoder(ft, "evaluated_at", dialect)
     evaluated_at = encode_time(now)
-    constants = {c.id: (c.id, c.severity, c.subprocess, c.relation, _encoded_controls(c.controls_2022),
-                        _encoded_controls(c.controls_2013), ruleset.hash) for c in ruleset.incident_checks}
+    constants = {c.id: check_constants(c, ruleset.hash) for c in ruleset.incident_checks}
     findings: list[tuple[Any, ...]] = []
     events = []
     for row, outcomes in batch:
@@ -177,10 +165,10 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
         if opened_ids or closed_ids:
             summary.opened += len(opened_ids)
             summary.closed += len(closed_ids)
-            events.append(_gaps_event(row, opened_ids, closed_ids, ruleset.hash))
+            events.append(_gaps_event(row.id, row.number, row.source, opened_ids, closed_ids, ruleset.hash))
     if ids:
         db.session.execute(ft.delete().where(mine), {"ids": ids})
-    insert_encoded(ft, _OUTCOME_COLUMNS, findings)
+    insert_encoded(ft, FINDING_COLUMNS, findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
                                                  "last_assessed_on": now} for r in rows])
@@ -188,34 +176,31 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     summary.assessed += len(rows)
 
 
-# store_outcomes' column order: the check's constants, then the outcome
-_OUTCOME_COLUMNS = ["check_id", "severity", "subprocess", "relation", "controls_2022", "controls_2013", "ruleset_hash",
-                    "incident_id", "status", "details", "evaluated_at", "first_failed_at"]
+# a finding row as it goes to the driver: the check's constants (``check_constants``), then the outcome
+FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "controls_2022", "controls_2013", "ruleset_hash",
+                   "incident_id", "status", "details", "evaluated_at", "first_failed_at"]
+
+
+def check_constants(check: Any, ruleset_hash: str) -> tuple[Any, ...]:
+    """The columns every finding of ``check`` shares, encoded once."""
+    return (check.id, check.severity, check.subprocess, check.relation, _encoded_controls(check.controls_2022),
+            _encoded_controls(check.controls_2013), ruleset_hash)
 
 
 def _details_json(details: list[str]) -> str:
     return orjson.dumps(details).decode() if details else "[]"
 
 
-def _gaps_event(row: Any, opened: list[str], closed: list[str], ruleset_hash: str) -> dict[str, Any]:
+def _gaps_event(incident_id: int, number: str | None, source: str | None, opened: list[str], closed: list[str],
+                ruleset_hash: str) -> dict[str, Any]:
     """One audit event per incident whose gaps changed: which opened, which closed."""
-    return {"action": "findings.changed", "subject_type": "incident", "subject_id": str(row.id),
-            "details": {"number": row.number, "source": row.source, "ruleset": ruleset_hash, "opened": opened, "closed": closed}}
+    return {"action": "findings.changed", "subject_type": "incident", "subject_id": str(incident_id),
+            "details": {"number": number, "source": source, "ruleset": ruleset_hash, "opened": opened, "closed": closed}}
 
 
 @functools.lru_cache(maxsize=4096)
 def _encoded_controls(controls: tuple[str, ...]) -> JsonText:
     return JsonText(orjson.dumps(list(controls)).decode())
-
-
-def _finding_row(check: Any, incident_id: int, status: str, details: list[str], ruleset_hash: str, now: datetime,
-                 first_failed: datetime | None) -> dict[str, Any]:
-    return {
-        "incident_id": incident_id, "check_id": check.id, "status": status, "severity": check.severity,
-        "subprocess": check.subprocess, "relation": check.relation,
-        "controls_2022": _encoded_controls(check.controls_2022), "controls_2013": _encoded_controls(check.controls_2013),
-        "details": details, "ruleset_hash": ruleset_hash, "evaluated_at": now, "first_failed_at": first_failed,
-    }
 
 
 ACROSS_BATCH = 2000  # incidents per batch of a check across incidents (a batch never splits a partition)
@@ -283,35 +268,35 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
         before.update((f.incident_id, f) for f in db.session.execute(
             sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash)
             .where(ft.c.check_id == check.id, some), {"ids": ids[start:start + BATCH]}))
-    changed, gone, events = [], [], []
+    encode_time = column_encoder(ft, "evaluated_at", db.engine.dialect.name)
+    evaluated_at = encode_time(now)
+    constants = check_constants(check, ruleset.hash)
+    changed: list[tuple[Any, ...]] = []
+    superseded: list[int] = []  # incidents whose stored finding of this check goes (not applicable now, or replaced)
+    events = []
     for incident_id, incident, (status, details) in zip(ids, incidents, outcomes, strict=True):
         old = before.get(incident_id)
         if status == NOT_APPLICABLE:
             if old is not None:
-                gone.append(incident_id)
+                superseded.append(incident_id)
         elif old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
             continue
         else:
-            first_failed = (old.first_failed_at if old is not None and old.status == FAIL else now) if status == FAIL else None
-            changed.append(_finding_row(check, incident_id, status, details, ruleset.hash, now, first_failed))
+            if status != FAIL:
+                first_failed = None
+            else:  # a gap that stays open keeps the time it opened
+                first_failed = encode_time(old.first_failed_at) if old is not None and old.status == FAIL else evaluated_at
+            changed.append((*constants, incident_id, status, _details_json(details), evaluated_at, first_failed))
+            if old is not None:
+                superseded.append(incident_id)
         summary.statuses[status] += 1
         was_fail = old is not None and old.status == FAIL
         if (status == FAIL) != was_fail:
             summary.opened += status == FAIL
             summary.closed += status != FAIL
-            subject = _Subject(incident_id, incident.get("number"), incident.get("source"))
-            events.append(_gaps_event(subject, [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
-    replaced = gone + [c["incident_id"] for c in changed if c["incident_id"] in before]
-    for start in range(0, len(replaced), BATCH):
-        db.session.execute(ft.delete().where(ft.c.check_id == check.id, some), {"ids": replaced[start:start + BATCH]})
-    bulk_write(ft, changed, FINDING_COLUMNS)
+            events.append(_gaps_event(incident_id, incident.get("number"), incident.get("source"),
+                                      [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
+    for start in range(0, len(superseded), BATCH):
+        db.session.execute(ft.delete().where(ft.c.check_id == check.id, some), {"ids": superseded[start:start + BATCH]})
+    insert_encoded(ft, FINDING_COLUMNS, changed)
     audit.record_many(events)
-
-
-@dataclass
-class _Subject:
-    """What an audit event names of an incident (``_gaps_event`` reads id, number, source)."""
-
-    id: int
-    number: str | None
-    source: str | None
