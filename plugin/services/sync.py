@@ -71,6 +71,17 @@ ProgressFn = Callable[[SyncSummary, int | None], None]
 _DONE = object()
 
 
+def _put_while(buffer: Any, item: Any, running: Callable[[], bool], timeout: float) -> bool:
+    """Put ``item`` on a bounded queue (thread or process), waiting only while ``running()``; False if it stopped."""
+    while running():
+        try:
+            buffer.put(item, timeout=timeout)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
     """Fetch the next pages in a thread while the caller stores this one.
 
@@ -82,13 +93,7 @@ def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
     stop = threading.Event()
 
     def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return _put_while(buffer, item, lambda: not stop.is_set(), 0.1)
 
     def fetch() -> None:
         try:
@@ -234,14 +239,8 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
                  pages: Any, stop: Any, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
 
-    def put(item: Any) -> bool:
-        while not stop.is_set() and os.getppid() == parent:  # an orphan (parent killed) stops
-            try:
-                pages.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def put(item: Any) -> bool:  # an orphan (parent killed) stops too
+        return _put_while(pages, item, lambda: not stop.is_set() and os.getppid() == parent, 0.5)
 
     connector.forked()
     gc.freeze()  # what the parent built is never garbage here; do not traverse (or copy on write) it
