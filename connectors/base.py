@@ -163,7 +163,7 @@ class Connector(abc.ABC):
         """
         for value in vars(self).values():
             if isinstance(value, HttpSession):
-                value.drop_connections()
+                value.close()
 
 
 def available_connectors() -> dict[str, type[Connector]]:
@@ -340,14 +340,11 @@ class HttpSession:
                                        f"answered {kind}, not JSON: {snippet!r}") from None
 
     def close(self) -> None:
-        self.session.close()
-
-    def drop_connections(self) -> None:
         """Close pooled connections (the token endpoint's too); the session stays usable and reconnects."""
         self.session.close()
         auth = self.session.auth
         if isinstance(auth, OAuth2TokenAuth):
-            auth.http.close()
+            auth.close()
 
 
 class OAuth2TokenAuth(requests.auth.AuthBase):

@@ -235,8 +235,6 @@ class ServiceNowConnector(Connector):
 
     def close(self) -> None:
         self.http.close()
-        if isinstance(self.http.session.auth, OAuth2TokenAuth):
-            self.http.session.auth.close()
 
 
 # --- cells -------------------------------------------------------------------------------
