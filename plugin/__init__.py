@@ -13,7 +13,7 @@ import orjson
 from flask import Flask
 
 from .config import ConfigError, load_config
-from .extensions import db, migrate
+from .extensions import db, json_dumps, migrate
 from .rules.ruleset import Ruleset, load_ruleset
 
 __all__ = ["create_app", "ConfigError", "GapBridge"]
@@ -70,11 +70,6 @@ class GapBridge:
             known = ", ".join(sorted(self.config["connectors"])) or "none configured"
             raise ConfigError(f"no connector named {name!r} in the configuration (configured: {known})") from None
         return connector_class(options["type"])(name, options)
-
-
-def json_dumps(value: Any) -> str:
-    """JSON columns through orjson: raw records, list fields and findings are most of a sync's encoding time."""
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | Path | None = None,

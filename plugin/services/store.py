@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.canonical import FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, parse_utc
 
-from ..extensions import db
+from ..extensions import db, json_dumps
 from ..models import Incident, Lease, UTCDateTime, utcnow
 
 # Not part of what an incident *is*: they change when GapBridge itself writes back.
@@ -46,7 +46,7 @@ class JsonText(str):
 def _json_text(value: Any) -> str | None:
     if value is None or isinstance(value, JsonText):
         return value
-    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return json_dumps(value)
 
 
 def _converter(column: sa.Column[Any], dialect: str) -> Callable[[Any], Any] | None:
