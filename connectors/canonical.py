@@ -15,8 +15,14 @@ from typing import Any
 SEVERITIES = ("critical", "high", "medium", "low")
 STATES = ("new", "triaged", "in_progress", "on_hold", "resolved", "closed", "cancelled")
 OPEN_STATES = ("new", "triaged", "in_progress", "on_hold")
+# What a record is: a reported event not yet decided, an incident (an information security
+# incident when is_security), a reported security weakness, a service request. Connectors map
+# it from category, table or issue type (configuration), with "incident" as the default.
+RECORD_TYPES = ("event", "incident", "weakness", "request")
+# What a notification is, for the regulatory clocks (GDPR, NIS2, DORA); "update" is anything else.
+NOTIFICATION_KINDS = ("early_warning", "initial_notification", "notification", "intermediate_report", "final_report", "update")
 
-# name -> kind. Kinds: str, text, bool, datetime, severity, state, list.
+# name -> kind. Kinds: str, text, bool, datetime, severity, state, record_type, list.
 FIELDS: dict[str, str] = {
     # identity and source
     "source": "str",
@@ -28,6 +34,7 @@ FIELDS: dict[str, str] = {
     "description": "text",
     "category": "str",
     "subcategory": "str",
+    "record_type": "record_type",
     "is_security": "bool",
     "severity": "severity",
     "state": "state",
@@ -57,6 +64,7 @@ FIELDS: dict[str, str] = {
     "capacity_ref": "str",
     "related_refs": "list",
     "weakness_refs": "list",
+    "vulnerability_refs": "list",
     "log_refs": "list",
     "evidence": "list",
     "notifications": "list",
@@ -72,13 +80,23 @@ LIST_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "list")
 DATETIME_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "datetime")
 BOOL_FIELDS = frozenset(n for n, k in FIELDS.items() if k == "bool")
 
-# Shapes of list items. Checks count and filter items by these keys.
+# Shapes of list items. Checks count and filter items by these keys, and by no others.
 EVIDENCE_KEYS = ("what", "where", "collected_by", "collected_at", "sha256", "custody")
-NOTIFICATION_KEYS = ("to", "at", "channel", "reference")
+CUSTODY_KEYS = ("at", "by", "action")
+# to: reporter, authority, csirt, customer, data_subjects, dpo, management, ... (open-ended)
+NOTIFICATION_KEYS = ("to", "kind", "at", "channel", "reference")
 ESCALATION_KEYS = ("to", "at", "reason")
 TIMELINE_KEYS = ("at", "author", "kind", "text")
+# the keys of the items of each list of objects (``custody`` is a list inside an evidence item)
+ITEM_KEYS: dict[str, tuple[str, ...]] = {
+    "evidence": EVIDENCE_KEYS, "custody": CUSTODY_KEYS, "notifications": NOTIFICATION_KEYS,
+    "escalations": ESCALATION_KEYS, "timeline": TIMELINE_KEYS,
+}
 # timestamps inside list items that are parsed to datetimes like top-level fields
 ITEM_DATETIME_KEYS = frozenset({"collected_at", "at"})
+# closed vocabularies: a check comparing one of these with a value outside it is rejected at load
+FIELD_VALUES: dict[str, tuple[str, ...]] = {"severity": SEVERITIES, "state": STATES, "record_type": RECORD_TYPES}
+ITEM_VALUES: dict[tuple[str, str], tuple[str, ...]] = {("notifications", "kind"): NOTIFICATION_KINDS}
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 

@@ -14,7 +14,8 @@ from flask import Flask
 
 from .config import ConfigError, load_config
 from .extensions import db, json_dumps, migrate
-from .rules.ruleset import Ruleset, load_ruleset
+from .rules.loader import load_ruleset
+from .rules.model import Ruleset
 
 __all__ = ["create_app", "ConfigError", "GapBridge"]
 

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from . import gapbridge
 from .extensions import db
 from .models import Finding, Incident
-from .rules.ruleset import FAIL, SEVERITIES
+from .rules.model import FAIL, SEVERITIES
 
 bp = Blueprint("api", __name__)
 

@@ -339,7 +339,7 @@ def mappings() -> None:
 def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None, overlays: tuple[str, ...] = ()) -> Any:
     """The ruleset as configured, with command-line choices laid over; exit 2 on any fault."""
     from . import shipped_mappings
-    from .rules.ruleset import load_ruleset
+    from .rules.loader import load_ruleset
 
     try:
         cfg = load_config(Path(obj.config_path) if obj.config_path else None)
@@ -417,8 +417,8 @@ def mappings_export(obj: Context, fmt: str, output: str, root: str | None, overr
 def mappings_docs(obj: Context, output: str, check_only: bool) -> None:
     """Generate docs/mappings.md from the shipped mappings and every overlay."""
     from . import shipped_mappings
+    from .rules.loader import load_ruleset
     from .rules.publish import mappings_markdown
-    from .rules.ruleset import load_ruleset
 
     try:
         text = mappings_markdown(load_ruleset(shipped_mappings(), overlays=("dora", "gdpr", "nis2")))

@@ -41,7 +41,8 @@ class UTCDateTime(TypeDecorator):
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-FINDING_STATUSES = ("pass", "fail", "not_applicable")
+FINDING_STATUSES = ("pass", "fail", "pending", "not_applicable")
+FINDING_KINDS = ("gap", "improvement")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "superseded")
 SYNC_STATUSES = ("running", "succeeded", "failed")
 
@@ -63,6 +64,7 @@ class Incident(Model):
     description: Mapped[str | None] = mapped_column(sa.Text)
     category: Mapped[str | None] = mapped_column(sa.String(128))
     subcategory: Mapped[str | None] = mapped_column(sa.String(128))
+    record_type: Mapped[str | None] = mapped_column(sa.String(16))
     is_security: Mapped[bool | None] = mapped_column(sa.Boolean)
     severity: Mapped[str | None] = mapped_column(sa.String(16))
     state: Mapped[str | None] = mapped_column(sa.String(16), index=True)
@@ -90,6 +92,7 @@ class Incident(Model):
     capacity_ref: Mapped[str | None] = mapped_column(sa.String(128))
     related_refs: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
     weakness_refs: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
+    vulnerability_refs: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
     log_refs: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
     evidence: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
     notifications: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
@@ -119,6 +122,7 @@ class Finding(Model):
     __table_args__ = (
         sa.UniqueConstraint("incident_id", "check_id", name="uq_findings_incident_check"),
         sa.Index("ix_findings_status_check", "status", "check_id"),
+        sa.Index("ix_findings_pending_due", "status", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -128,12 +132,16 @@ class Finding(Model):
     severity: Mapped[str] = mapped_column(sa.String(16), nullable=False)
     subprocess: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     relation: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    # a gap (a nonconformity) or an improvement (an opportunity for improvement); only failed gaps are open gaps
+    kind: Mapped[str] = mapped_column(sa.Enum(*FINDING_KINDS, name="finding_kind", native_enum=False, create_constraint=True), nullable=False)
     controls_2022: Mapped[Any] = mapped_column(JSONType, nullable=False)
     controls_2013: Mapped[Any] = mapped_column(JSONType, nullable=False)
     details: Mapped[Any] = mapped_column(JSONType, nullable=False, default=list)
     ruleset_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
     evaluated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # when the clock of a time-bound check falls (or fell) due; set for pending findings and failed clocks
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     incident: Mapped[Incident] = relationship("Incident", back_populates="findings")
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS, load_ruleset
+from plugin.rules.loader import load_ruleset
+from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 
 from .conftest import NOW, REPO, create_incident
 

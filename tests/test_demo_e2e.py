@@ -27,7 +27,7 @@ from plugin import gapbridge
 from plugin.cli import demo_config, main, run_sync, run_writeback
 from plugin.extensions import db
 from plugin.models import Finding, Incident, OutboxItem, SyncBookmark, SyncRun
-from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS
+from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.sync import sync_source
 

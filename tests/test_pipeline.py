@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from plugin import gapbridge
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
-from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS
+from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.enrich import drain, plan
 from plugin.services.store import acquire_lease

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from plugin.rules.conditions import Scope, compile_condition
-from plugin.rules.ruleset import FAIL, NOT_APPLICABLE, PASS, load_ruleset
+from plugin.rules.loader import load_ruleset
+from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.rules.yamlsource import Location, MappingError, MappingErrors, load_yaml_text
 
 from .conftest import NOW, REPO, create_incident

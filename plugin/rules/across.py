@@ -18,65 +18,34 @@ from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connectors.canonical import FIELDS, OPEN_STATES
 
-from .conditions import _human, parse_duration
-from .yamlsource import LocatedDict, LocatedList, Location, MappingError
+from .conditions import human_duration, parse_duration
+from .model import FAIL, NOT_APPLICABLE, PASS, AcrossRule, Check
+from .yamlsource import Location, MappingError, located, only_keys
 
-if TYPE_CHECKING:
-    from .ruleset import Check
-
-PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not_applicable"
 Outcome = tuple[str, list[str]]
-
-
-class AcrossRule:
-    """A rule over many incidents. So that the store can stream them in bounded batches,
-    a rule says what a batch must hold together (``partition_by``) and which other
-    incidents it looks up (``references``); ``evaluate`` is then exact on each batch."""
-
-    type: str
-    fields: frozenset[str]  # incident fields the rule itself reads
-    #: a batch holds every incident sharing these values (empty: any batch will do)
-    partition_by: tuple[str, ...] = ()
-
-    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
-                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
-        """Outcomes aligned with ``incidents``; ``known`` holds the referenced incidents by number."""
-        raise NotImplementedError
-
-    def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
-        """Numbers of the other incidents that evaluating these needs (see ``known``)."""
-        return set()
-
-    def partition_key(self, incident: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The partition ``incident`` belongs to; None when it needs no other incident of its batch."""
-        return tuple(incident.get(f) for f in self.partition_by) if self.partition_by else None
-
-
-def _loc(node: Any, key: Any, default: Location) -> Location:
-    return node.loc(key) if isinstance(node, (LocatedDict, LocatedList)) else default
 
 
 class Recurrence(AcrossRule):
     type = "recurrence"
 
     def __init__(self, node: Mapping[str, Any], path: str, loc: Location) -> None:
-        _only(node, {"type", "group_by", "window", "min_count"}, path, loc)
+        only_keys(node, {"type", "group_by", "window", "min_count"}, path, loc)
         group_by = node.get("group_by")
         if not isinstance(group_by, list) or not group_by or not all(isinstance(g, str) for g in group_by):
-            raise MappingError(_loc(node, "group_by", loc), f"{path}.group_by", "expected a non-empty list of canonical field names")
+            raise MappingError(located(node, "group_by", loc), f"{path}.group_by", "expected a non-empty list of canonical field names")
         for i, g in enumerate(group_by):
             if g not in FIELDS:
-                raise MappingError(_loc(group_by, i, loc), f"{path}.group_by[{i}]", f"unknown canonical field {g!r}")
+                raise MappingError(located(group_by, i, loc), f"{path}.group_by[{i}]", f"unknown canonical field {g!r}")
         if "window" not in node:
             raise MappingError(loc, path, "recurrence needs a window such as 30d")
-        self.window = parse_duration(node["window"], f"{path}.window", _loc(node, "window", loc))
+        self.window = parse_duration(node["window"], f"{path}.window", located(node, "window", loc))
         n = node.get("min_count", 2)
         if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise MappingError(_loc(node, "min_count", loc), f"{path}.min_count", f"expected a whole number >= 2, got {n!r}")
+            raise MappingError(located(node, "min_count", loc), f"{path}.min_count", f"expected a whole number >= 2, got {n!r}")
         self.group_by, self.min_count = tuple(group_by), n
         self.fields = frozenset({*group_by, "opened_at"})
         self.partition_by = self.group_by  # groups are independent of each other
@@ -109,7 +78,7 @@ class Recurrence(AcrossRule):
                     out[i] = (PASS, [])
                 else:
                     what = ", ".join(f"{g.replace('_', ' ')} {inc.get(g)}" for g in self.group_by)
-                    out[i] = (FAIL, [f"{near} incidents with {what} within {_human(self.window)}: "
+                    out[i] = (FAIL, [f"{near} incidents with {what} within {human_duration(self.window)}: "
                                      + "; ".join(check.requires.explain(inc, now))])
         return out
 
@@ -118,10 +87,10 @@ class OpenWeakness(AcrossRule):
     type = "open_weakness"
 
     def __init__(self, node: Mapping[str, Any], path: str, loc: Location) -> None:
-        _only(node, {"type", "max_age"}, path, loc)
+        only_keys(node, {"type", "max_age"}, path, loc)
         if "max_age" not in node:
             raise MappingError(loc, path, "open_weakness needs max_age such as 30d")
-        self.max_age: timedelta = parse_duration(node["max_age"], f"{path}.max_age", _loc(node, "max_age", loc))
+        self.max_age: timedelta = parse_duration(node["max_age"], f"{path}.max_age", located(node, "max_age", loc))
         self.fields = frozenset({"weakness_refs", "number", "state", "opened_at"})
 
     def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -141,7 +110,7 @@ class OpenWeakness(AcrossRule):
                 w = by_number[r]
                 opened = w.get("opened_at")
                 if w.get("state") in OPEN_STATES and opened is not None and now - opened > self.max_age:
-                    overdue.append(f"weakness {r} open for {(now - opened).days} days (limit {_human(self.max_age)})")
+                    overdue.append(f"weakness {r} open for {(now - opened).days} days (limit {human_duration(self.max_age)})")
             out.append((FAIL, overdue) if overdue else (PASS, []))
         return out
 
@@ -152,18 +121,12 @@ RULE_TYPES: dict[str, Callable[[Mapping[str, Any], str, Location], AcrossRule]] 
 }
 
 
-def _only(node: Mapping[str, Any], allowed: set[str], path: str, loc: Location) -> None:
-    extra = sorted(set(node) - allowed)
-    if extra:
-        raise MappingError(_loc(node, extra[0], loc), f"{path}.{extra[0]}", f"unknown key; expected one of: {', '.join(sorted(allowed))}")
-
-
 def compile_rule(node: Any, path: str, loc: Location) -> AcrossRule:
     if not isinstance(node, dict) or "type" not in node:
         raise MappingError(loc, path, f"expected a rule with a type: {', '.join(RULE_TYPES)}")
     kind = node["type"]
     if kind not in RULE_TYPES:
-        raise MappingError(_loc(node, "type", loc), f"{path}.type", f"unknown rule type {kind!r}; expected one of: {', '.join(RULE_TYPES)}")
+        raise MappingError(located(node, "type", loc), f"{path}.type", f"unknown rule type {kind!r}; expected one of: {', '.join(RULE_TYPES)}")
     return RULE_TYPES[kind](node, path, loc)
 
 

@@ -28,9 +28,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol, overload
 
-from connectors.canonical import DATETIME_FIELDS, FIELDS, LIST_FIELDS, parse_utc
+from connectors.canonical import DATETIME_FIELDS, FIELD_VALUES, FIELDS, ITEM_KEYS, ITEM_VALUES, LIST_FIELDS, parse_utc
 
-from .yamlsource import LocatedDict, LocatedList, Location, MappingError
+from .yamlsource import LocatedDict, LocatedList, Location, MappingError, MappingErrors, located, only_keys
 
 
 class Record(Protocol):
@@ -91,7 +91,7 @@ class Scope:
 
 
 def compile_condition(node: Any, path: str, where: Location, scope: Scope) -> Predicate:
-    """Compile one condition node; raise MappingError naming the path on any fault."""
+    """Compile one condition node; raise MappingError naming the path, or MappingErrors for several faults."""
     loc = node.loc() if isinstance(node, (LocatedDict, LocatedList)) else where
     if not isinstance(node, dict) or not node:
         raise MappingError(loc, path, f"expected a condition mapping with one of: {', '.join(sorted(_KINDS))}")
@@ -106,17 +106,7 @@ def compile_condition(node: Any, path: str, where: Location, scope: Scope) -> Pr
 # --- helpers -----------------------------------------------------------------------
 
 
-def _keys(node: dict, allowed: set[str], path: str, loc: Location) -> None:
-    extra = [k for k in node if k not in allowed]
-    if extra:
-        raise MappingError(_loc(node, extra[0], loc), f"{path}.{extra[0]}", f"unknown key; expected one of: {', '.join(sorted(allowed))}")
-
-
-def _loc(node: Any, key: Any, default: Location) -> Location:
-    return node.loc(key) if isinstance(node, (LocatedDict, LocatedList)) else default
-
-
-def _value(node: Any, scope: Scope, path: str, loc: Location) -> Any:
+def param_value(node: Any, scope: Scope, path: str, loc: Location) -> Any:
     """Resolve ``{param: name}`` references."""
     if isinstance(node, dict) and set(node) == {"param"}:
         name = node["param"]
@@ -127,18 +117,42 @@ def _value(node: Any, scope: Scope, path: str, loc: Location) -> Any:
     return node
 
 
-def _field(node: dict, key: str, path: str, loc: Location, scope: Scope) -> str:
+def field_name(node: dict, key: str, path: str, loc: Location, scope: Scope) -> str:
     name = node.get(key)
     if not isinstance(name, str) or not name:
-        raise MappingError(_loc(node, key, loc), f"{path}.{key}", "expected a field name")
+        raise MappingError(located(node, key, loc), f"{path}.{key}", "expected a field name")
     if scope.item_of is None or name.startswith(PARENT):
         canonical = name[len(PARENT):] if scope.item_of is not None else name
         if canonical not in FIELDS:
-            raise MappingError(_loc(node, key, loc), f"{path}.{key}", f"unknown canonical field {canonical!r}")
+            raise MappingError(located(node, key, loc), f"{path}.{key}", f"unknown canonical field {canonical!r}")
         scope.used.add(canonical)
-    elif scope.item_of is not None:
+    else:
+        keys = ITEM_KEYS.get(scope.item_of)
+        if keys is not None and name not in keys:
+            raise MappingError(located(node, key, loc), f"{path}.{key}",
+                               f"unknown key {name!r} of a {scope.item_of} item; expected one of: {', '.join(keys)} "
+                               f"(or incident.<field> for the incident's own fields)")
         scope.used.add(scope.item_of)
     return name
+
+
+def vocabulary(name: str, scope: Scope) -> tuple[str, ...] | None:
+    """The closed set of values a field (or item key) takes in the canonical contract, if it has one."""
+    if scope.item_of is None:
+        return FIELD_VALUES.get(name)
+    if name.startswith(PARENT):
+        return FIELD_VALUES.get(name[len(PARENT):])
+    return ITEM_VALUES.get((scope.item_of, name))
+
+
+def _known_values(values: list[Any], name: str, scope: Scope, path: str, loc: Location) -> None:
+    allowed = vocabulary(name, scope)
+    if allowed is None:
+        return
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        what = name.removeprefix(PARENT).replace("_", " ")
+        raise MappingError(loc, path, f"unknown {what} {unknown[0]!r}; expected one of: {', '.join(allowed)}")
 
 
 class ItemView:
@@ -168,30 +182,30 @@ def parse_duration(value: Any, path: str, loc: Location) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def _duration_lookup(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Callable[[Record], timedelta | None], str]:
+def duration_lookup(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Callable[[Record], timedelta | None], str]:
     """A duration, or a table of durations keyed by a field's value."""
-    node = _value(node, scope, path, loc)
+    node = param_value(node, scope, path, loc)
     if isinstance(node, dict) and "by" in node:
-        _keys(node, {"by", "values", "default"}, path, loc)
-        by = _field(node, "by", path, loc, scope)
-        values = _value(node.get("values"), scope, f"{path}.values", loc)
+        only_keys(node, {"by", "values", "default"}, path, loc)
+        by = field_name(node, "by", path, loc, scope)
+        values = param_value(node.get("values"), scope, f"{path}.values", loc)
         if not isinstance(values, dict) or not values:
-            raise MappingError(_loc(node, "values", loc), f"{path}.values", "expected a mapping of value -> duration")
-        table = {k: parse_duration(_value(v, scope, f"{path}.values.{k}", loc), f"{path}.values.{k}", _loc(values, k, loc)) for k, v in values.items()}
+            raise MappingError(located(node, "values", loc), f"{path}.values", "expected a mapping of value -> duration")
+        table = {k: parse_duration(param_value(v, scope, f"{path}.values.{k}", loc), f"{path}.values.{k}", located(values, k, loc)) for k, v in values.items()}
         default = None
         if "default" in node:
-            default = parse_duration(_value(node["default"], scope, f"{path}.default", loc), f"{path}.default", _loc(node, "default", loc))
+            default = parse_duration(param_value(node["default"], scope, f"{path}.default", loc), f"{path}.default", located(node, "default", loc))
 
         def lookup(inc: Record) -> timedelta | None:
             return table.get(inc.get(by), default)
 
-        shown = ", ".join(f"{k} {_human(v)}" for k, v in table.items())
+        shown = ", ".join(f"{k} {human_duration(v)}" for k, v in table.items())
         return lookup, f"({shown} by {by})"
     fixed = parse_duration(node, path, loc)
-    return (lambda inc: fixed), _human(fixed)
+    return (lambda inc: fixed), human_duration(fixed)
 
 
-def _human(td: timedelta) -> str:
+def human_duration(td: timedelta) -> str:
     s = int(td.total_seconds())
     for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
         if s % size == 0 and s >= size:
@@ -203,7 +217,7 @@ def _bound(node: dict, path: str, loc: Location, scope: Scope) -> tuple[str, Cal
     has = [k for k in ("at_most", "at_least") if k in node]
     if len(has) != 1:
         raise MappingError(loc, path, "expected exactly one of at_most, at_least")
-    lookup, shown = _duration_lookup(node[has[0]], f"{path}.{has[0]}", _loc(node, has[0], loc), scope)
+    lookup, shown = duration_lookup(node[has[0]], f"{path}.{has[0]}", located(node, has[0], loc), scope)
     return has[0], lookup, shown
 
 
@@ -227,13 +241,21 @@ def _any(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
 
 
 def _combine(node: dict, kind: str, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {kind, "text"}, path, loc)
+    only_keys(node, {kind, "text"}, path, loc)
     items = node[kind]
     if not isinstance(items, list) or not items:
-        raise MappingError(_loc(node, kind, loc), f"{path}.{kind}", "expected a non-empty list of conditions")
-    children = tuple(
-        compile_condition(c, f"{path}.{kind}[{i}]", _loc(items, i, loc), scope) for i, c in enumerate(items)
-    )
+        raise MappingError(located(node, kind, loc), f"{path}.{kind}", "expected a non-empty list of conditions")
+    compiled, faults = [], []
+    for i, c in enumerate(items):  # every faulty branch is reported, not only the first
+        try:
+            compiled.append(compile_condition(c, f"{path}.{kind}[{i}]", located(items, i, loc), scope))
+        except MappingError as e:
+            faults.append(e)
+        except MappingErrors as e:
+            faults.extend(e.errors)
+    if faults:
+        raise faults[0] if len(faults) == 1 else MappingErrors(faults)
+    children = tuple(compiled)
     fns = tuple(c.fn for c in children)
     if kind == "all":
         def fn(inc: Record, now: datetime) -> bool:
@@ -253,29 +275,29 @@ def _combine(node: dict, kind: str, path: str, loc: Location, scope: Scope) -> P
 
 
 def _not(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"not", "text"}, path, loc)
-    inner = compile_condition(node["not"], f"{path}.not", _loc(node, "not", loc), scope)
+    only_keys(node, {"not", "text"}, path, loc)
+    inner = compile_condition(node["not"], f"{path}.not", located(node, "not", loc), scope)
     f = inner.fn
     return Predicate(lambda inc, now: not f(inc, now), node.get("text") or f"not ({inner.text})", "not", (inner,))
 
 
 def _present(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"present", "text"}, path, loc)
-    names = _value(node["present"], scope, f"{path}.present", _loc(node, "present", loc))
+    only_keys(node, {"present", "text"}, path, loc)
+    names = param_value(node["present"], scope, f"{path}.present", located(node, "present", loc))
     if isinstance(names, list):
         # present: [a, b] is all-of, and explains each missing field on its own
         if not names:
-            raise MappingError(_loc(node, "present", loc), f"{path}.present", "expected a field name or a non-empty list of them")
+            raise MappingError(located(node, "present", loc), f"{path}.present", "expected a field name or a non-empty list of them")
         children = tuple(_present({"present": n}, f"{path}.present[{i}]", loc, scope) for i, n in enumerate(names))
         fns = tuple(c.fn for c in children)
         return Predicate(lambda inc, now: all(f(inc, now) for f in fns), node.get("text") or ", ".join(c.text for c in children), "all", children)
-    name = _field({"present": names}, "present", path, loc, scope)
+    name = field_name({"present": names}, "present", path, loc, scope)
     return Predicate(lambda inc, now: is_present(inc.get(name)), node.get("text") or f"{_label(name)} recorded", "leaf")
 
 
 def _empty(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"empty", "text"}, path, loc)
-    name = _field(node, "empty", path, loc, scope)
+    only_keys(node, {"empty", "text"}, path, loc)
+    name = field_name(node, "empty", path, loc, scope)
     return Predicate(lambda inc, now: not is_present(inc.get(name)), node.get("text") or f"{_label(name)} empty", "leaf")
 
 
@@ -287,10 +309,10 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
     if len(ops) != 1:
         raise MappingError(loc, path, f"a field condition needs exactly one of: {', '.join(_FIELD_OPS)}")
     op = ops[0]
-    _keys(node, {"field", op, "text"}, path, loc)
-    name = _field(node, "field", path, loc, scope)
-    p, vloc = f"{path}.{op}", _loc(node, op, loc)
-    raw = _value(node[op], scope, p, vloc)
+    only_keys(node, {"field", op, "text"}, path, loc)
+    name = field_name(node, "field", path, loc, scope)
+    p, vloc = f"{path}.{op}", located(node, op, loc)
+    raw = param_value(node[op], scope, p, vloc)
     label, custom = _label(name), node.get("text")
     is_time = _is_time(name, scope)
 
@@ -299,11 +321,13 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
             raise MappingError(vloc, p, "expected a single value")
         if is_time:
             raw = _timestamp(raw, p, vloc)
+        _known_values([raw], name, scope, p, vloc)
         v = raw
         return Predicate(lambda inc, now: inc.get(name) == v, custom or f"{label} is {v}", "leaf")
     if op == "in":
         if not isinstance(raw, list) or not raw:
             raise MappingError(vloc, p, "expected a non-empty list of values")
+        _known_values(raw, name, scope, p, vloc)
         values = frozenset(raw)
         if name in LIST_FIELDS and scope.item_of is None:
             return Predicate(lambda inc, now: any(x in values for x in inc.get(name) or ()), custom or f"{label} includes one of {sorted(map(str, values))}", "leaf")
@@ -318,7 +342,7 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
         search = rx.search
         return Predicate(lambda inc, now: isinstance(inc.get(name), str) and search(inc[name]) is not None, custom or f"{label} matches {raw}", "leaf")
     if op == "before":
-        other = _field(node, "before", path, loc, scope)
+        other = field_name(node, "before", path, loc, scope)
         if scope.item_of is None and not (_is_time(name, scope) and _is_time(other, scope)):
             raise MappingError(vloc, p, "before compares two timestamp fields")
 
@@ -361,28 +385,28 @@ def _timestamp(raw: Any, path: str, loc: Location) -> datetime:
 
 
 def _list_field(node: dict, key: str, path: str, loc: Location, scope: Scope) -> str:
-    name = _field(node, key, path, loc, scope)
+    name = field_name(node, key, path, loc, scope)
     if scope.item_of is None and name not in LIST_FIELDS:
-        raise MappingError(_loc(node, key, loc), f"{path}.{key}", f"{name!r} is not a list field (list fields: {', '.join(sorted(LIST_FIELDS))})")
+        raise MappingError(located(node, key, loc), f"{path}.{key}", f"{name!r} is not a list field (list fields: {', '.join(sorted(LIST_FIELDS))})")
     return name
 
 
 def _count(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"count", "where", "min", "max", "text"}, path, loc)
+    only_keys(node, {"count", "where", "min", "max", "text"}, path, loc)
     name = _list_field(node, "count", path, loc, scope)
     bounds = {}
     for k in ("min", "max"):
         if k in node:
-            v = _value(node[k], scope, f"{path}.{k}", _loc(node, k, loc))
+            v = param_value(node[k], scope, f"{path}.{k}", located(node, k, loc))
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise MappingError(_loc(node, k, loc), f"{path}.{k}", f"expected a whole number >= 0, got {v!r}")
+                raise MappingError(located(node, k, loc), f"{path}.{k}", f"expected a whole number >= 0, got {v!r}")
             bounds[k] = v
     if not bounds:
         raise MappingError(loc, path, "count needs min, max or both")
     lo, hi = bounds.get("min", 0), bounds.get("max")
     where = None
     if "where" in node:
-        where = compile_condition(node["where"], f"{path}.where", _loc(node, "where", loc), scope.item_scope(name)).fn
+        where = compile_condition(node["where"], f"{path}.where", located(node, "where", loc), scope.item_scope(name)).fn
 
     def count(inc: Record, now: datetime) -> bool:
         items = inc.get(name) or ()
@@ -399,11 +423,11 @@ def _count(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
 
 
 def _every(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"every", "where", "text"}, path, loc)
+    only_keys(node, {"every", "where", "text"}, path, loc)
     name = _list_field(node, "every", path, loc, scope)
     if "where" not in node:
         raise MappingError(loc, path, "every needs a where condition")
-    inner = compile_condition(node["where"], f"{path}.where", _loc(node, "where", loc), scope.item_scope(name))
+    inner = compile_condition(node["where"], f"{path}.where", located(node, "where", loc), scope.item_scope(name))
     f = inner.fn
 
     def every(inc: Record, now: datetime) -> bool:
@@ -412,13 +436,13 @@ def _every(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
 
 
 def _elapsed(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"elapsed", "at_most", "at_least", "text"}, path, loc)
+    only_keys(node, {"elapsed", "at_most", "at_least", "text"}, path, loc)
     span = node["elapsed"]
-    sp, sloc = f"{path}.elapsed", _loc(node, "elapsed", loc)
+    sp, sloc = f"{path}.elapsed", located(node, "elapsed", loc)
     if not isinstance(span, dict):
         raise MappingError(sloc, sp, "expected {from: field, to: field}")
-    _keys(span, {"from", "to"}, sp, sloc)
-    start, end = _field(span, "from", sp, sloc, scope), _field(span, "to", sp, sloc, scope)
+    only_keys(span, {"from", "to"}, sp, sloc)
+    start, end = field_name(span, "from", sp, sloc, scope), field_name(span, "to", sp, sloc, scope)
     for n in (start, end):
         if scope.item_of is None and n not in DATETIME_FIELDS:
             raise MappingError(sloc, sp, f"{n!r} is not a timestamp field")
@@ -438,10 +462,10 @@ def _elapsed(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
 
 
 def _since(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
-    _keys(node, {"since", "at_most", "at_least", "text"}, path, loc)
-    name = _field(node, "since", path, loc, scope)
+    only_keys(node, {"since", "at_most", "at_least", "text"}, path, loc)
+    name = field_name(node, "since", path, loc, scope)
     if scope.item_of is None and name not in DATETIME_FIELDS:
-        raise MappingError(_loc(node, "since", loc), f"{path}.since", f"{name!r} is not a timestamp field")
+        raise MappingError(located(node, "since", loc), f"{path}.since", f"{name!r} is not a timestamp field")
     bound, lookup, shown = _bound(node, path, loc, scope)
     at_most = bound == "at_most"
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from .ruleset import RELATIONS, Check, Ruleset
+from .model import Check, Ruleset
+from .subprocesses import RELATIONS
 
 SUBPROCESS_FRAMEWORK = "urn:gapbridge:risk:framework:itil-incident-subprocesses"
 SUBPROCESS_LIBRARY = "urn:gapbridge:risk:library:itil-incident-subprocesses"

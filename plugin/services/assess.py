@@ -1,6 +1,6 @@
 """Assessment: evaluate stale incidents against the ruleset and store the outcome of every check.
 
-A pass or a fail is a row in ``findings``. Not applicable is the absence of a row for an
+A pass, a fail or a pending clock (with its due time) is a row in ``findings``. Not applicable is the absence of a row for an
 incident assessed under the ruleset (``incidents.assessed_ruleset``): with the shipped checks
 most checks do not apply to most incidents (85% of outcomes on the demo data), and writing
 those rows made up most of the assessment's time and of the table.
@@ -25,7 +25,7 @@ from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
-from ..rules.ruleset import FAIL, NOT_APPLICABLE, Ruleset
+from ..rules.model import FAIL, NOT_APPLICABLE, PENDING, Ruleset
 from .store import JsonText, bulk_update, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
 
 log = logging.getLogger("gapbridge.assess")
@@ -45,30 +45,33 @@ class AssessSummary:
 def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: int) -> Any:
     """Incidents whose findings may be out of date.
 
-    Stale: never assessed, assessed under another ruleset, changed since, or still open
-    and last assessed longer ago than the interval (checks on elapsed time can flip).
+    Stale: never assessed, assessed under another ruleset, changed since, still open and
+    last assessed longer ago than the interval (checks on elapsed time can flip), or, open
+    or closed, holding a pending clock that has fallen due since it was last assessed.
     """
     t = Incident.__table__.c
+    ft = Finding.__table__.c
     cutoff = now - timedelta(minutes=time_sensitive_minutes)
     return sa.or_(
         t.assessed_ruleset.is_(None),
         t.assessed_ruleset != ruleset_hash,
         t.assessed_revision != t.revision,
         sa.and_(t.state.in_(OPEN_STATES), t.last_assessed_on < cutoff),
+        t.id.in_(sa.select(ft.incident_id).where(ft.status == PENDING, ft.due_at <= now)),
     )
 
 
-# (check id, pass or fail, what is missing): the checks that apply to one incident, in ruleset order
-Outcome = tuple[str, str, list[str]]
+# (check id, pass, fail or pending, what is missing, due time): the checks that apply to one incident, in ruleset order
+Outcome = tuple[str, str, list[str], datetime | None]
 
 
 def applicable_outcomes(ruleset: Ruleset, incident: Mapping[str, Any], now: datetime) -> list[Outcome]:
     """The outcome of every incident check that applies; the rest are not applicable."""
     out = []
     for check in ruleset.incident_checks:
-        status = check.evaluate(incident, now)
-        if status != NOT_APPLICABLE:
-            out.append((check.id, status, check.explain(incident, now) if status == FAIL else []))
+        found = check.outcome(incident, now)
+        if found is not None and found[0] != NOT_APPLICABLE:
+            out.append((check.id, *found))
     return out
 
 
@@ -145,7 +148,7 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
         before_all = previous.get(row.id, {})
         opened_ids: list[str] = []
         failing = set()
-        for check_id, status, details in outcomes:
+        for check_id, status, details, due_at in outcomes:
             summary.statuses[status] += 1
             before = before_all.get(check_id)
             was_fail = before is not None and before[0] == FAIL
@@ -153,7 +156,8 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
                 first_failed = None
             else:  # a gap that stays open keeps the time it opened
                 first_failed = encode_time(before[1]) if before is not None and was_fail else evaluated_at
-            findings.append((*constants[check_id], row.id, status, _details_json(details), evaluated_at, first_failed))
+            findings.append((*constants[check_id], row.id, status, _details_json(details), evaluated_at, first_failed,
+                             None if due_at is None else encode_time(due_at)))
             if status == FAIL:
                 failing.add(check_id)
                 if not was_fail:
@@ -177,13 +181,13 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
 
 
 # a finding row as it goes to the driver: the check's constants (``check_constants``), then the outcome
-FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "controls_2022", "controls_2013", "ruleset_hash",
-                   "incident_id", "status", "details", "evaluated_at", "first_failed_at"]
+FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "kind", "controls_2022", "controls_2013", "ruleset_hash",
+                   "incident_id", "status", "details", "evaluated_at", "first_failed_at", "due_at"]
 
 
 def check_constants(check: Any, ruleset_hash: str) -> tuple[Any, ...]:
     """The columns every finding of ``check`` shares, encoded once."""
-    return (check.id, check.severity, check.subprocess, check.relation, _encoded_controls(check.controls_2022),
+    return (check.id, check.severity, check.subprocess, check.relation, check.kind, _encoded_controls(check.controls_2022),
             _encoded_controls(check.controls_2013), ruleset_hash)
 
 
@@ -286,7 +290,7 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
                 first_failed = None
             else:  # a gap that stays open keeps the time it opened
                 first_failed = encode_time(old.first_failed_at) if old is not None and old.status == FAIL else evaluated_at
-            changed.append((*constants, incident_id, status, _details_json(details), evaluated_at, first_failed))
+            changed.append((*constants, incident_id, status, _details_json(details), evaluated_at, first_failed, None))
             if old is not None:
                 superseded.append(incident_id)
         summary.statuses[status] += 1

@@ -20,7 +20,7 @@ from connectors.base import Connector, ConnectorError, Enrichment, FatalConnecto
 from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, utcnow
-from ..rules.ruleset import FAIL, SEVERITY_RANK, Ruleset
+from ..rules.model import FAIL, SEVERITY_RANK, Ruleset
 from .sync import worker_id
 
 log = logging.getLogger("gapbridge.writeback")

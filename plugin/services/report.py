@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, RejectedRecord
-from ..rules.ruleset import FAIL, Ruleset
+from ..rules.model import FAIL, Ruleset
 
 
 @dataclass

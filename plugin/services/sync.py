@@ -25,7 +25,7 @@ from connectors.base import Connector, ConnectorError, NormalizationError, Page
 from .. import audit
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
-from ..rules.ruleset import Ruleset
+from ..rules.model import Ruleset
 from .assess import AssessSummary, Outcome, applicable_outcomes, store_outcomes
 from .store import (
     EncodedIncidents,

@@ -1,0 +1,129 @@
+"""The engine's model: outcomes, kinds, severities, a compiled Check and the Ruleset.
+
+A check's outcome on one record is pass, fail, pending (a clock runs and has not fallen
+due) or not applicable. Its kind says what a failure is: a ``gap``, a nonconformity an
+auditor would raise, or an ``improvement``, an opportunity for improvement that never
+counts as an open gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connectors.canonical import SEVERITIES
+
+from .catalogue import Catalogue
+from .conditions import Predicate
+from .subprocesses import Relation, SubProcess
+from .yamlsource import Location
+
+if TYPE_CHECKING:
+    from .clocks import Clock
+
+PASS, FAIL, PENDING, NOT_APPLICABLE = "pass", "fail", "pending", "not_applicable"
+STATUSES = (PASS, FAIL, PENDING, NOT_APPLICABLE)
+GAP, IMPROVEMENT = "gap", "improvement"
+KINDS = (GAP, IMPROVEMENT)
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+# (status, what is missing, due time): the outcome of one check that applies to one record
+Outcome = tuple[str, list[str], datetime | None]
+
+
+class AcrossRule:
+    """A rule over many incidents. So that the store can stream them in bounded batches,
+    a rule says what a batch must hold together (``partition_by``) and which other
+    incidents it looks up (``references``); ``evaluate`` is then exact on each batch."""
+
+    type: str
+    fields: frozenset[str]  # incident fields the rule itself reads
+    #: a batch holds every incident sharing these values (empty: any batch will do)
+    partition_by: tuple[str, ...] = ()
+
+    def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, list[str]]]:
+        """(status, details) aligned with ``incidents``; ``known`` holds the referenced incidents by number."""
+        raise NotImplementedError
+
+    def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
+        """Numbers of the other incidents that evaluating these needs (see ``known``)."""
+        return set()
+
+    def partition_key(self, incident: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The partition ``incident`` belongs to; None when it needs no other incident of its batch."""
+        return tuple(incident.get(f) for f in self.partition_by) if self.partition_by else None
+
+
+@dataclass
+class Check:
+    id: str
+    title: str
+    subprocess: str
+    controls_2022: tuple[str, ...]
+    controls_2013: tuple[str, ...]
+    relation: str
+    kind: str
+    severity: str
+    rationale: str
+    remediation: str
+    applies: Predicate
+    requires: Predicate  # ALWAYS when a clock (or the across rule) decides alone
+    missing: str
+    params: dict[str, Any]
+    origin: Location
+    overlay: str | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+    definition: dict[str, Any] = field(default_factory=dict)  # the effective YAML, for the hash and explain
+    rule: AcrossRule | None = None  # set for checks across incidents
+    clock: Clock | None = None  # set for time-bound checks
+    fields: frozenset[str] = frozenset()  # canonical fields the check reads
+
+    @property
+    def across(self) -> bool:
+        return self.rule is not None
+
+    def outcome(self, incident: Mapping[str, Any], now: datetime) -> Outcome | None:
+        """The outcome on one record; None when the check does not apply to it."""
+        if not self.applies.fn(incident, now):
+            return None
+        if not self.requires.fn(incident, now):
+            return FAIL, self.requires.explain(incident, now), None
+        if self.clock is not None:
+            return self.clock.evaluate(incident, now)
+        return PASS, [], None
+
+    def evaluate(self, incident: Mapping[str, Any], now: datetime) -> str:
+        found = self.outcome(incident, now)
+        return NOT_APPLICABLE if found is None else found[0]
+
+    def explain(self, incident: Mapping[str, Any], now: datetime) -> list[str]:
+        found = self.outcome(incident, now)
+        return found[1] if found is not None and found[0] == FAIL else []
+
+
+@dataclass
+class Ruleset:
+    root: Path
+    catalogue: Catalogue
+    subprocesses: dict[str, SubProcess]
+    relations: list[Relation]
+    checks: list[Check]
+    hash: str
+    overlays: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.by_id = {c.id: c for c in self.checks}
+        self.incident_checks = [c for c in self.checks if not c.across]
+        self.across_checks = [c for c in self.checks if c.across]
+
+    def check(self, check_id: str) -> Check | None:
+        return self.by_id.get(check_id)
+
+    def assess(self, incident: Mapping[str, Any], now: datetime) -> list[tuple[Check, str]]:
+        """Per-incident checks only; checks across incidents need the whole set."""
+        return [(c, c.evaluate(incident, now)) for c in self.incident_checks]
