@@ -36,7 +36,7 @@ COLUMNS: tuple[str, ...] = (
     "close_notes", "work_notes",
     "u_security_incident", "u_root_cause", "u_lessons_learned", "u_assessed_at", "u_acknowledged_at", "u_contained_at",
     "u_major_incident", "u_major_declared_at", "u_personal_data_breach", "u_legal_hold", "u_maintenance_ref", "u_capacity_ref",
-    "u_weakness_refs", "u_related_refs", "u_log_refs", "u_evidence", "u_notifications", "u_escalations",
+    "u_weakness_refs", "u_vulnerability_refs", "u_related_refs", "u_log_refs", "u_evidence", "u_notifications", "u_escalations",
     "u_gapbridge_fingerprint", "u_iso27001_controls", "u_gapbridge_open_gaps",
 )
 REFERENCES: dict[str, str] = {  # column -> referenced table
@@ -47,7 +47,7 @@ DATETIME_COLUMNS = frozenset({"opened_at", "resolved_at", "closed_at", "sys_crea
                               "u_acknowledged_at", "u_contained_at", "u_major_declared_at"})
 BOOL_COLUMNS = frozenset({"active", "u_security_incident", "u_major_incident", "u_personal_data_breach", "u_legal_hold"})
 JSON_COLUMNS = frozenset({"u_evidence", "u_notifications", "u_escalations"})
-LIST_COLUMNS = frozenset({"u_weakness_refs", "u_related_refs", "u_log_refs"})
+LIST_COLUMNS = frozenset({"u_weakness_refs", "u_vulnerability_refs", "u_related_refs", "u_log_refs"})
 INTEGER_COLUMNS = frozenset({"state", "priority", "impact", "urgency", "sys_mod_count"})
 # (name, columns): the connector's keyset query filters on active and pages over (sys_updated_on, sys_id)
 INDEXES = (("number", "number"), ("updated", "sys_updated_on, sys_id"), ("active_updated", "active, sys_updated_on, sys_id"),
@@ -280,7 +280,7 @@ def plain(now: datetime, opened: datetime, **kw: Any) -> dict[str, Any]:
 # ones are promised. Every profile gets its own CI unless it names one, so that only the
 # deliberate clusters recur.
 
-PASS, FAIL = "pass", "fail"
+PASS, FAIL, PENDING = "pass", "fail", "pending"
 Builder = Callable[[datetime], dict[str, Any]]
 
 
@@ -293,10 +293,10 @@ def _ref(name: str) -> str:
     return _number(next(i for i, p in enumerate(PROFILES) if p[0] == name))
 
 
-_ISO_PASSES = ["LOG-001", "LOG-002", "LOG-003", "LOG-004", "ASSESS-001", "ASSESS-002", "ROLE-001", "RESP-001", "RESP-002",
+_ISO_PASSES = ["LOG-002", "LOG-003", "LOG-004", "ASSESS-001", "ASSESS-002", "ROLE-001", "RESP-001", "RESP-002",
                "RESP-006", "LEARN-001", "CLOSE-001", "CLOSE-002", "CLOSE-003", "EVID-001", "EVID-002", "EVID-003", "REPT-001",
                "REPT-003", "NIS2-001", "NIS2-002", "NIS2-003"]
-_MAJOR_PASSES = ["RESP-003", "RESP-004", "RESP-005", "LEARN-003", "GDPR-001", "GDPR-002", "GDPR-003", "GDPR-004", "DORA-001",
+_MAJOR_PASSES = ["RESP-003", "RESP-004", "RESP-005", "GDPR-001", "GDPR-002", "GDPR-003", "GDPR-004", "DORA-001",
                  "DORA-002", "DORA-003", "IMPR-001", "REPT-005"]
 
 
@@ -321,22 +321,22 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
     ("complete phishing", _all(PASS, *_ISO_PASSES), lambda n: complete(n, n - 40 * D)),
     ("complete major ransomware with breach", _all(PASS, *_MAJOR_PASSES), lambda n: major(n, n - 60 * D)),
     ("complete personal data breach", _all(PASS, "GDPR-001", "GDPR-002", "GDPR-003", "GDPR-004"), lambda n: breach(n, n - 35 * D)),
-    ("password reset", _all(PASS, "LOG-001", "CLOSE-002", "CLOSE-003"), lambda n: plain(n, n - 9 * D)),
+    ("password reset", _all(PASS, "CLOSE-002", "CLOSE-003"), lambda n: plain(n, n - 9 * D)),
     # --- logging, categorisation, assessment
-    ("no category", {"LOG-001": FAIL}, lambda n: plain(n, n - 12 * D, category="", subcategory="",
+    ("no category", {"LOG-001": FAIL}, lambda n: plain(n, n - 12 * D, priority="3", category="", subcategory="",
                                                        short_description="Teams calls drop after a few minutes")),
     ("security under a generic category", {"LOG-002": FAIL},
      lambda n: complete(n, n - 38 * D, category="network", subcategory="firewall",
                         short_description="Outbound connections to a known C2 address blocked at the firewall")),
     ("high security incident worked by the service desk", {"LOG-003": FAIL}, lambda n: complete(n, n - 36 * D, assignment_group="Service Desk")),
     ("critical open, not assigned to an IR team", {"LOG-003": FAIL},
-     lambda n: still_open(n, 3 * H, priority="1", assignment_group="Security Operations Centre", category="unauthorized_access",
+     lambda n: still_open(n, 3 * H, priority="1", assignment_group="Server Operations", category="unauthorized_access",
                           subcategory="account_compromise", short_description="Admin account logged in from two countries within minutes")),
     ("decided before opened", {"LOG-004": FAIL}, lambda n: complete(n, n - 34 * D, u_assessed_at=n - 34 * D - 2 * H)),
     ("contained before opened", {"LOG-004": FAIL}, lambda n: complete(n, n - 33 * D, u_contained_at=n - 33 * D - 3 * H)),
     ("decided 6h after opening (high)", {"ASSESS-001": FAIL}, lambda n: complete(n, n - 32 * D, u_assessed_at=n - 32 * D + 6 * H)),
     ("closed without a decision time", {"ASSESS-001": FAIL}, lambda n: complete(n, n - 31 * D, u_assessed_at=None)),
-    ("new low event waiting for a decision, in time", {"ASSESS-001": PASS},
+    ("new low event waiting for a decision, in time", {"ASSESS-001": PENDING},
      lambda n: still_open(n, 2 * H, state="1", priority="4", u_assessed_at=None, category="security", subcategory="suspicious_activity",
                           short_description="User reports a USB stick found in the car park")),
     ("new high event undecided for 2 days", {"ASSESS-001": FAIL},
@@ -357,13 +357,13 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
      lambda n: complete(n, n - 25 * D, u_contained_at=n - 25 * D + 30 * H)),
     ("contained after 30h, escalated", {"RESP-002": FAIL, "RESP-003": PASS},
      lambda n: complete(n, n - 24 * D, u_contained_at=n - 24 * D + 30 * H, u_escalations=[esc("incident_manager", n - 24 * D + 25 * H)])),
-    ("open high, within containment time", {"RESP-002": PASS},
+    ("open high, within containment time", {"RESP-002": PENDING},
      lambda n: still_open(n, 2 * H, category="malware", subcategory="trojan", short_description="Trojan detected on a finance laptop")),
     ("open high, not contained after 30h", {"RESP-002": FAIL, "RESP-003": FAIL},
      lambda n: still_open(n, 30 * H, category="unauthorized_access", subcategory="account_compromise",
                           short_description="Service account used from an unknown host")),
     ("critical, never escalated", {"RESP-003": FAIL}, lambda n: complete(n, n - 23 * D, priority="1", u_assessed_at=n - 23 * D + 30 * M)),
-    ("major incident never declared", {"RESP-004": FAIL, "DORA-001": FAIL}, lambda n: major(n, n - 70 * D, u_major_declared_at=None)),
+    ("major incident never declared", {"RESP-004": FAIL}, lambda n: major(n, n - 70 * D, u_major_declared_at=None)),
     ("major escalated only within support", {"RESP-005": FAIL},
      lambda n: major(n, n - 75 * D, u_escalations=[esc("service_desk_l2", n - 75 * D + H)])),
     ("in progress without a handler", {"RESP-006": FAIL},
@@ -371,11 +371,17 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
                           short_description="Browser hijacker on a reception PC")),
     # --- learning and closure
     ("closed high without lessons learned", {"LEARN-001": FAIL}, lambda n: complete(n, n - 22 * D, u_lessons_learned="")),
+    ("major outage reviewed", {"LEARN-003": PASS},
+     lambda n: plain(n, n - 21 * D - 2 * H, priority="1", u_major_incident=True, u_major_declared_at=n - 21 * D - H, category="network",
+                     subcategory="wan", short_description="Branch network down after a carrier fault", assignment_group="Network Operations",
+                     u_root_cause="Carrier maintenance on the only uplink", u_lessons_learned="Order a second uplink for branches",
+                     u_escalations=[esc("incident_manager", n - 21 * D, "major incident")])),
     ("major outage closed without review", {"LEARN-003": FAIL},
      lambda n: plain(n, n - 21 * D, priority="1", u_major_incident=True, u_major_declared_at=n - 21 * D + H, category="network",
                      subcategory="wan", short_description="Core banking unreachable from all branches", assignment_group="Network Operations",
                      u_escalations=[esc("incident_manager", n - 21 * D + 2 * H, "major incident")])),
-    ("closed without close code", {"CLOSE-001": FAIL}, lambda n: complete(n, n - 20 * D, close_code="")),
+    ("closed without resolution notes", {"CLOSE-001": FAIL}, lambda n: complete(n, n - 20 * D, close_notes="")),
+    ("closed without close code (not required)", {"CLOSE-001": PASS}, lambda n: complete(n, n - 20 * D - H, close_code="")),
     ("resolved after closed", {"CLOSE-002": FAIL}, lambda n: complete(n, n - 19 * D, resolved_at=n - 19 * D + 3 * D)),
     ("resolved before opened", {"CLOSE-003": FAIL}, lambda n: plain(n, n - 18 * D, resolved_at=n - 18 * D - 2 * H)),
     # --- evidence
@@ -414,47 +420,47 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
      lambda n: complete(n, n - 11 * D, u_root_cause="Storage bucket misconfigured as public")),
     # --- improvements
     ("monitoring alert with log references", {"IMPR-001": PASS},
-     lambda n: plain(n, n - 10 * D, category="database", subcategory="performance", caller_id="Monitoring System", contact_type="monitoring",
+     lambda n: plain(n, n - 10 * D, priority="3", category="database", subcategory="performance", caller_id="Monitoring System", contact_type="monitoring",
                      u_log_refs=["zabbix:event/88123"], u_capacity_ref="CAP-2026-07", assignment_group="Database Administration",
                      short_description="Replication lag above 5 minutes on db-prod")),
     ("monitoring alert without logs", {"IMPR-001": FAIL},
-     lambda n: plain(n, n - 9 * D, category="network", subcategory="lan", caller_id="Monitoring System", contact_type="monitoring",
+     lambda n: plain(n, n - 9 * D, priority="3", category="network", subcategory="lan", caller_id="Monitoring System", contact_type="monitoring",
                      assignment_group="Network Operations", short_description="Core switch port flapping")),
-    ("hardware failure with maintenance record", {"IMPR-002": PASS},
-     lambda n: plain(n, n - 8 * D, category="hardware", subcategory="disk", u_maintenance_ref="CHG0031234",
+    ("hardware failure with maintenance record", {"IMPR-002": PASS, "LOG-001": PASS},
+     lambda n: plain(n, n - 8 * D, priority="3", category="hardware", subcategory="disk", u_maintenance_ref="CHG0031234",
                      assignment_group="Server Operations", short_description="Disk failure in RAID set of the backup server")),
     ("equipment failure without maintenance record", {"IMPR-002": FAIL},
-     lambda n: plain(n, n - 7 * D, category="facilities", subcategory="equipment", assignment_group="Facilities",
+     lambda n: plain(n, n - 7 * D, priority="3", category="facilities", subcategory="equipment", assignment_group="Facilities",
                      short_description="UPS in server room 2 reports battery fault")),
     ("capacity incident with capacity review", {"IMPR-003": PASS},
-     lambda n: plain(n, n - 6 * D, category="capacity", subcategory="storage", u_capacity_ref="CAP-2026-07",
+     lambda n: plain(n, n - 6 * D, priority="3", category="capacity", subcategory="storage", u_capacity_ref="CAP-2026-07",
                      assignment_group="Server Operations", short_description="Mail archive volume at 95%")),
     ("performance incident without review", {"IMPR-003": FAIL},
-     lambda n: plain(n, n - 5 * D, category="software", subcategory="performance", assignment_group="Application Support",
+     lambda n: plain(n, n - 5 * D, priority="3", category="software", subcategory="performance", assignment_group="Application Support",
                      short_description="ERP month-end close runs 4 hours late")),
     # --- GDPR
     ("breach notified to the authority after 80h", {"GDPR-001": FAIL},
      lambda n: breach(n, n - 45 * D, u_notifications=[x if x["to"] != "authority" else note("authority", n - 45 * D + 81 * H, "notification")
                                                        for x in breach(n, n - 45 * D)["u_notifications"]])),
-    ("open breach, aware 10h ago", {"GDPR-001": PASS, "GDPR-002": PASS},
+    ("open breach, aware 10h ago", {"GDPR-001": PENDING, "GDPR-002": PENDING},
      lambda n: still_open(n, 12 * H, u_assessed_at=n - 10 * H, u_personal_data_breach=True, category="data_breach",
                           subcategory="personal_data", short_description="Laptop with unencrypted customer list stolen from a car")),
     ("breach, data subjects never told", {"GDPR-002": FAIL},
      lambda n: breach(n, n - 44 * D, u_notifications=[x for x in breach(n, n - 44 * D)["u_notifications"] if x["to"] != "data_subjects"])),
-    ("breach resolved without cause", {"GDPR-003": FAIL}, lambda n: breach(n, n - 3 * D, state="6", closed_at=None, u_root_cause="")),
+    ("breach resolved without remedial action", {"GDPR-003": FAIL}, lambda n: breach(n, n - 3 * D, state="6", closed_at=None, close_notes="")),
     ("breach, DPO never told", {"GDPR-004": FAIL},
      lambda n: breach(n, n - 43 * D, u_notifications=[x for x in breach(n, n - 43 * D)["u_notifications"] if x["to"] != "dpo"])),
     # --- NIS2
     ("early warning after 30h only", {"NIS2-001": FAIL, "NIS2-002": FAIL, "NIS2-003": FAIL},
      lambda n: complete(n, n - 42 * D, u_notifications=[note("reporter", n - 40 * D), note("csirt", n - 42 * D + 31 * H, "early_warning")])),
-    ("open high, aware 10h ago", {"NIS2-001": PASS, "NIS2-002": PASS, "NIS2-003": PASS},
+    ("open high, aware 10h ago", {"NIS2-001": PENDING, "NIS2-002": PENDING},
      lambda n: still_open(n, 12 * H, u_assessed_at=n - 10 * H, category="denial_of_service", subcategory="ddos",
                           short_description="Volumetric DDoS on the customer portal")),
     # --- DORA
     ("major, initial notification 5h after classification", {"DORA-001": FAIL, "DORA-002": FAIL, "DORA-003": FAIL},
      lambda n: major(n, n - 80 * D, u_notifications=[note("reporter", n - 78 * D), note("dpo", n - 80 * D + 2 * H),
                                                       note("authority", n - 80 * D + 7 * H, "initial_notification")])),
-    ("open major, classified 10 days ago", {"DORA-003": PASS},
+    ("open major, classified 10 days ago", {"DORA-003": PENDING},
      lambda n: major(n, n - 10 * D - H, state="2", u_major_declared_at=n - 10 * D, resolved_at=None, closed_at=None,
                      u_assessed_at=n - 10 * D - 30 * M, u_acknowledged_at=n - 10 * D - 45 * M, u_contained_at=n - 10 * D + 2 * H,
                      u_root_cause="", u_lessons_learned="", close_code="", close_notes="", u_personal_data_breach=False, u_legal_hold=False,

@@ -98,7 +98,7 @@ def create_incident(**overrides: Any) -> dict[str, Any]:
     inc.update(
         source="test", external_id="a" * 32, number="INC0010001", url="https://itsm.example/INC0010001",
         title="Phishing email with credential harvesting link", description="Reported by user",
-        category="phishing", subcategory="email", is_security=True, severity="high", state="closed",
+        category="phishing", subcategory="email", record_type="incident", is_security=True, severity="high", state="closed",
         assignment_group="Security Incident Response Team", assignee="Ana Analyst", reporter="Rita Reporter",
         reported_via="email", affected_ci="mail-gw-01", business_unit="Finance", major_incident=False,
         opened_at=opened, assessed_at=opened + timedelta(hours=1), acknowledged_at=opened + timedelta(hours=1),

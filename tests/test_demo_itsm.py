@@ -378,7 +378,8 @@ def canonical(rec: dict[str, str], names: dict[str, str]) -> dict[str, Any]:
     inc = empty_incident()
     inc.update(
         number=rec["number"], external_id=rec["sys_id"], title=val("short_description"), description=val("description"),
-        category=val("category"), subcategory=val("subcategory"), severity=SEVERITY.get(rec["priority"]), state=STATE[rec["state"]],
+        category=val("category"), subcategory=val("subcategory"),
+        record_type="weakness" if {rec["category"], rec["subcategory"]} & {"vulnerability", "weakness"} else "incident", severity=SEVERITY.get(rec["priority"]), state=STATE[rec["state"]],
         is_security=rec["u_security_incident"] == "true" or rec["category"] in SECURITY_CATEGORIES,
         business_unit=names.get(rec["company"]), assignment_group=names.get(rec["assignment_group"]), assignee=names.get(rec["assigned_to"]),
         reporter=names.get(rec["caller_id"]), reported_via=val("contact_type"), affected_ci=names.get(rec["cmdb_ci"]),
@@ -394,7 +395,7 @@ def canonical(rec: dict[str, str], names: dict[str, str]) -> dict[str, Any]:
         inc[name] = rec[f"u_{name}"] == "true"
     for name in ("root_cause", "lessons_learned", "maintenance_ref", "capacity_ref"):
         inc[name] = val(f"u_{name}")
-    for name in ("weakness_refs", "related_refs", "log_refs"):
+    for name in ("weakness_refs", "vulnerability_refs", "related_refs", "log_refs"):
         inc[name] = [x.strip() for x in rec[f"u_{name}"].split(",") if x.strip()]
     return inc
 
@@ -421,7 +422,8 @@ def test_seed_of_300_passes_and_fails_every_check() -> None:
     assert not wrong, wrong
     assert set(PROFILE_TARGETS) == set(outcomes), "every check has a profile aimed at it"
     for cid in outcomes:
-        assert {o for o, _ in PROFILE_TARGETS[cid]} == {"pass", "fail"}, f"{cid} needs a passing and a failing profile"
+        promised = {o for o, _ in PROFILE_TARGETS[cid]}
+        assert {"pass", "fail"} <= promised <= {"pass", "fail", "pending"}, f"{cid} needs a passing and a failing profile"
 
 
 def test_reference_columns_cover_the_catalogue() -> None:

@@ -20,7 +20,7 @@ from ..base import (
     Page,
     WriteResult,
 )
-from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, RECORD_TYPES, empty_incident, parse_utc
 from .schema import ServiceNowOptionsSchema
 
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -63,13 +63,17 @@ class ServiceNowConnector(Connector):
         self._converters = [(canonical, column, self._converter(canonical)) for canonical, column in self.field_map.items()]
         rule = options["is_security"]
         self._security_categories = frozenset(c.lower() for c in rule["categories"])
+        types = options["record_type"]
+        self._type_values = {k.lower(): v for k, v in types["values"].items()}
+        self._type_categories = {k.lower(): v for k, v in types["categories"].items()}
 
     # --- reading -----------------------------------------------------------------------
 
     def _columns(self) -> str:
         wanted = {"sys_id", "number", "sys_updated_on", "sys_class_name", *self.field_map.values()}
-        if self.options["is_security"]["field"]:
-            wanted.add(self.options["is_security"]["field"])
+        for rule in ("is_security", "record_type"):
+            if self.options[rule]["field"]:
+                wanted.add(self.options[rule]["field"])
         fp = self.write_options["fingerprint_field"]
         # without a fingerprint column, the marker in the newest work note tells what is on the ticket
         wanted.add(fp if fp else "work_notes")
@@ -141,6 +145,7 @@ class ServiceNowConnector(Connector):
                 raise NormalizationError(f"{number}: column {column} (canonical {canonical}): {exc}") from None
         incident["number"] = incident["number"] or str(sys_id)
         incident["is_security"] = self._is_security(record, incident)
+        incident["record_type"] = self._record_type(record, incident)
         fp_column = self.write_options["fingerprint_field"]
         if fp_column:
             incident["enrichment_fingerprint"] = str(raw_value(record.get(fp_column)) or "") or None
@@ -185,6 +190,22 @@ class ServiceNowConnector(Connector):
         if table in rule["tables"] or self.table in rule["tables"]:
             return True
         return (incident.get("category") or "").lower() in self._security_categories
+
+    def _record_type(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> str:
+        rule = self.options["record_type"]
+        if rule["field"]:
+            value = str(raw_value(record.get(rule["field"])) or "").lower()
+            found = self._type_values.get(value) or (value if value in RECORD_TYPES else None)
+            if found:
+                return found
+        table = str(raw_value(record.get("sys_class_name")) or self.table)
+        if table in rule["tables"]:
+            return str(rule["tables"][table])
+        for name in ("category", "subcategory"):
+            found = self._type_categories.get((incident.get(name) or "").lower())
+            if found:
+                return found
+        return str(rule["default"])
 
     # --- writing -----------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
-from ..canonical import FIELDS, SEVERITIES, STATES
+from ..canonical import FIELDS, RECORD_TYPES, SEVERITIES, STATES
 
 # canonical field -> column, for an instance that follows the naming in config.example.yaml.
 # Every entry can be changed or switched off (set to null) in the connector's field_map.
@@ -43,6 +43,7 @@ DEFAULT_FIELD_MAP: dict[str, str] = {
     "capacity_ref": "u_capacity_ref",
     "related_refs": "u_related_refs",
     "weakness_refs": "u_weakness_refs",
+    "vulnerability_refs": "u_vulnerability_refs",
     "log_refs": "u_log_refs",
     "evidence": "u_evidence",
     "notifications": "u_notifications",
@@ -51,7 +52,7 @@ DEFAULT_FIELD_MAP: dict[str, str] = {
     "legal_hold": "u_legal_hold",
 }
 # identity and bookkeeping fields the connector fills itself
-NOT_MAPPABLE = frozenset({"source", "external_id", "url", "is_security", "enrichment_fingerprint"})
+NOT_MAPPABLE = frozenset({"source", "external_id", "url", "is_security", "record_type", "enrichment_fingerprint"})
 
 DEFAULT_STATE_MAPS: dict[str, dict[str, str]] = {
     "incident": {"1": "new", "2": "in_progress", "3": "on_hold", "6": "resolved", "7": "closed", "8": "cancelled"},
@@ -61,6 +62,8 @@ DEFAULT_STATE_MAPS: dict[str, dict[str, str]] = {
 }
 DEFAULT_PRIORITY_MAP = {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "low"}
 DEFAULT_SECURITY_CATEGORIES = ["security", "malware", "phishing", "data_breach", "unauthorized_access", "denial_of_service"]
+# a reported weakness is filed under these categories (or subcategories) on the incident form
+DEFAULT_WEAKNESS_CATEGORIES = {"vulnerability": "weakness", "weakness": "weakness"}
 
 # what the write-back may put into the ticket's own columns (see plugin.services.enrich)
 ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity", "ruleset")
@@ -116,6 +119,25 @@ class IsSecuritySchema(Schema):
     tables = fields.List(fields.String(), load_default=lambda: ["sn_si_incident"])
 
 
+class RecordTypeSchema(Schema):
+    """What each record is (event, incident, weakness, request): the first rule that matches decides.
+
+    ``field``: a column whose value names the record type, mapped through ``values`` (or already
+    canonical); ``tables``: by the record's table (sys_class_name); ``categories``: by category,
+    then subcategory; else ``default``.
+    """
+
+    class Meta:
+        unknown = RAISE
+
+    field = fields.String(load_default=None, validate=_COLUMN)
+    values = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)), load_default=dict)
+    tables = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)), load_default=dict)
+    categories = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)),
+                             load_default=lambda: dict(DEFAULT_WEAKNESS_CATEGORIES))
+    default = fields.String(load_default="incident", validate=validate.OneOf(RECORD_TYPES))
+
+
 class WriteBackSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -145,6 +167,7 @@ class ServiceNowOptionsSchema(Schema):
     # re-reading this much before the bookmark catches it (stored again only if it changed)
     bookmark_overlap_seconds = fields.Integer(load_default=60, validate=validate.Range(min=0, max=86400))
     is_security = fields.Nested(IsSecuritySchema, load_default=lambda: IsSecuritySchema().load({}))
+    record_type = fields.Nested(RecordTypeSchema, load_default=lambda: RecordTypeSchema().load({}))
     field_map = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True, validate=_COLUMN), load_default=dict)
     state_map = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(STATES)), load_default=None)
     priority_map = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(SEVERITIES)), load_default=None)

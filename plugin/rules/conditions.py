@@ -11,6 +11,8 @@ A condition is a YAML mapping whose operator key selects its kind from a registr
     {every: f, where: c}                        every item of a list field satisfies c
     {elapsed: {from: f, to: g}, at_most|at_least: duration}
     {since: f, at_most|at_least: duration}      from f until the time of assessment
+    {option: p, then: c}                        c when the check's parameter p is true, else holds:
+                                                an extra an organisation switches on in its override file
 
 Durations are ``30m``, ``4h``, ``3d``, ``2w`` or a table keyed by a field's value:
 ``{by: severity, values: {critical: 1h, high: 4h}, default: 24h}``. Any value may be
@@ -481,6 +483,22 @@ def _since(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     return Predicate(since, node.get("text") or f"{word} {shown} since {_label(name)}", "leaf")
 
 
+def _option(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
+    only_keys(node, {"option", "then"}, path, loc)
+    name = node["option"]
+    if not isinstance(name, str) or name not in scope.params:
+        raise MappingError(located(node, "option", loc), f"{path}.option",
+                           f"expected the name of one of this check's parameters ({', '.join(sorted(scope.params)) or 'none'}), got {name!r}")
+    switched_on = scope.params[name]
+    if not isinstance(switched_on, bool):
+        raise MappingError(located(node, "option", loc), f"{path}.option", f"parameter {name!r} must be true or false, got {switched_on!r}")
+    if "then" not in node:
+        raise MappingError(loc, path, "option needs then: the condition that applies when the option is on")
+    inner = compile_condition(node["then"], f"{path}.then", located(node, "then", loc), scope)
+    # decided when the ruleset compiles: an option that is off costs nothing at assessment
+    return inner if switched_on else Predicate(lambda inc, now: True, f"({inner.text}: not required)", "leaf")
+
+
 def _dispatch_field(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     return _field_condition(node, path, loc, scope)
 
@@ -496,6 +514,7 @@ _KINDS: dict[str, Callable[[dict, str, Location, Scope], Predicate]] = {
     "every": _every,
     "elapsed": _elapsed,
     "since": _since,
+    "option": _option,
 }
 
 ALWAYS = Predicate(lambda inc, now: True, "always", "leaf")

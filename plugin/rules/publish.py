@@ -35,6 +35,7 @@ def explain(ruleset: Ruleset, check: Check) -> str:
 
     lines = [
         f"{check.id}: {check.title}",
+        f"  kind:              {check.kind} ({'a nonconformity when it fails' if check.kind == 'gap' else 'never an open gap'})",
         f"  severity:          {check.severity}",
         f"  ITIL sub-process:  {sub.name} ({check.subprocess}), relation: {check.relation}",
         f"  ISO 27001:2022:    {controls('2022', check.controls_2022)}",
@@ -47,6 +48,8 @@ def explain(ruleset: Ruleset, check: Check) -> str:
     lines += [
         f"  applies when:      {check.applies.text}",
         f"  requires:          {check.requires.text}",
+        *([f"  clock:             {check.clock.what}, due {json.dumps(check.definition['clock']['due'], default=str)}"]
+          if check.clock else []),
         "",
         "  Why: " + check.rationale,
         "",
@@ -115,17 +118,23 @@ def mappings_markdown(ruleset: Ruleset) -> str:
         needs = f" Still needed: {rel.needs}" if rel.needs else ""
         out.append(f"- {name} — {rel.control} ({rel.relation}): {rel.rationale}{needs}")
     out += ["", "## Checks", ""]
-    out.append("| id | title | sub-process | 2022 | 2013 | relation | severity |")
-    out.append("|---|---|---|---|---|---|---|")
+    out.append("Kinds: a failed **gap** is a nonconformity an auditor would raise; an **improvement** is an "
+               "opportunity for improvement and never an open gap (see docs/findings.md).")
+    out.append("")
+    out.append("| id | title | sub-process | 2022 | 2013 | relation | kind | severity |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for ch in ruleset.checks:
         out.append(f"| [{ch.id}](#{ch.id.lower()}) | {ch.title} | {ruleset.subprocesses[ch.subprocess].name} | "
-                   f"{', '.join(ch.controls_2022)} | {', '.join(ch.controls_2013)} | {ch.relation} | {ch.severity} |")
+                   f"{', '.join(ch.controls_2022)} | {', '.join(ch.controls_2013)} | {ch.relation} | {ch.kind} | {ch.severity} |")
     for ch in ruleset.checks:
         out += [
             "", f"### {ch.id}", "", f"**{ch.title}**" + (f" (overlay `{ch.overlay}`)" if ch.overlay else ""), "",
             f"- Applies when: {ch.applies.text}",
             f"- Requires: {ch.requires.text}",
         ]
+        if ch.clock is not None:
+            out.append(f"- Clock: {ch.clock.what}; due `{json.dumps(ch.definition['clock']['due'], default=str)}`, "
+                       f"stopped by `{json.dumps(ch.definition['clock']['stop'], default=str)}`; pending until then")
         if ch.rule is not None:
             out.append(f"- Across incidents: `{json.dumps(ch.definition.get('rule'))}`")
         if ch.params:
