@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from . import gapbridge
 from .extensions import db
 from .models import Finding, Incident
-from .rules.model import FAIL, SEVERITIES
+from .rules.model import FAIL, GAP, KINDS, PENDING, SEVERITIES
 
 bp = Blueprint("api", __name__)
 
@@ -59,8 +59,20 @@ class GapQuerySchema(Schema):
     severity = fields.String(validate=validate.OneOf(SEVERITIES))
     source = fields.String(validate=validate.Length(min=1, max=64))
     check = fields.String(validate=validate.Length(min=1, max=64))
+    # gaps by default; improvements are listed apart and never count as open gaps
+    kind = fields.String(load_default=GAP, validate=validate.OneOf(KINDS))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+
+
+class DeadlineQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    source = fields.String(validate=validate.Length(min=1, max=64))
+    check = fields.String(validate=validate.Length(min=1, max=64))
+    due_before = fields.AwareDateTime()
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
 
 
 class FindingSchema(Schema):
@@ -69,12 +81,14 @@ class FindingSchema(Schema):
     severity = fields.String()
     subprocess = fields.String()
     relation = fields.String()
+    kind = fields.String()
     controls_2022 = fields.List(fields.String())
     controls_2013 = fields.List(fields.String())
     details = fields.List(fields.String())
     ruleset_hash = fields.String()
     evaluated_at = fields.AwareDateTime()
     first_failed_at = fields.AwareDateTime(allow_none=True)
+    due_at = fields.AwareDateTime(allow_none=True)
 
 
 class IncidentSchema(Schema):
@@ -113,7 +127,9 @@ def _incident_body(incident: Incident) -> Any:
     findings = sorted(incident.findings, key=lambda f: (f.status != FAIL, f.check_id))
     body = IncidentSchema().dump(incident)
     body["findings"] = FindingSchema(many=True).dump(findings)
-    body["open_gaps"] = sum(1 for f in findings if f.status == FAIL)
+    body["open_gaps"] = sum(1 for f in findings if f.status == FAIL and f.kind == GAP)
+    body["improvements"] = sum(1 for f in findings if f.status == FAIL and f.kind != GAP)
+    body["pending"] = sum(1 for f in findings if f.status == PENDING)
     # not applicable is stored as the absence of a finding under the ruleset the incident was assessed with
     ruleset = gapbridge().ruleset
     if incident.assessed_ruleset == ruleset.hash:
@@ -130,7 +146,8 @@ def open_gaps() -> Any:
     ruleset = gapbridge().ruleset
     q = (sa.select(Finding, Incident.number, Incident.source, Incident.title)
          .join(Incident, Incident.id == Finding.incident_id)
-         .where(Finding.status == FAIL, Finding.id > args["after"]).order_by(Finding.id).limit(args["limit"]))
+         .where(Finding.status == FAIL, Finding.kind == args["kind"], Finding.id > args["after"])
+         .order_by(Finding.id).limit(args["limit"]))
     if "control" in args:
         controls = ruleset.catalogue.resolve(args["control"])
         if not controls:
@@ -152,3 +169,26 @@ def open_gaps() -> Any:
         item.update(incident_id=finding.incident_id, number=number, source=source, title=title)
         items.append(item)
     return jsonify({"items": items, "next_after": rows[-1][0].id if len(rows) == args["limit"] else None})
+
+
+@bp.get("/api/v1/deadlines")
+def deadlines() -> Any:
+    """Clocks still running (pending findings), the soonest due first: what the desk must do next."""
+    args = DeadlineQuerySchema().load(request.args)
+    q = (sa.select(Finding, Incident.number, Incident.source, Incident.title, Incident.url)
+         .join(Incident, Incident.id == Finding.incident_id)
+         .where(Finding.status == PENDING).order_by(Finding.due_at, Finding.id).limit(args["limit"]))
+    if "due_before" in args:
+        q = q.where(Finding.due_at < args["due_before"])
+    for key, column in (("check", Finding.check_id), ("source", Incident.source)):
+        if key in args:
+            q = q.where(column == args[key])
+    ruleset = gapbridge().ruleset
+    items = []
+    for finding, number, source, title, url in db.session.execute(q).all():
+        item = FindingSchema().dump(finding)
+        check = ruleset.check(finding.check_id)
+        item.update(incident_id=finding.incident_id, number=number, source=source, title=title, url=url,
+                    what=check.clock.what if check is not None and check.clock is not None else None)
+        items.append(item)
+    return jsonify({"items": items})

@@ -70,7 +70,8 @@ class FakeConnector(Connector):
         return create_incident(
             source=self.name, external_id=record["id"], number=record["number"], is_security=record["security"],
             evidence=create_incident()["evidence"] if record["evidence"] else [],
-            enrichment_fingerprint=record["fingerprint"], affected_ci=f"ci-{record['number']}", raw=dict(record),
+            enrichment_fingerprint=record["fingerprint"], affected_ci=f"ci-{record['number']}", raw={k: v for k, v in record.items() if k != "canonical"},
+            **record.get("canonical", {}),
         )
 
     def write_back(self, enrichment: Enrichment) -> WriteResult:

@@ -66,7 +66,8 @@ DEFAULT_SECURITY_CATEGORIES = ["security", "malware", "phishing", "data_breach",
 DEFAULT_WEAKNESS_CATEGORIES = {"vulnerability": "weakness", "weakness": "weakness"}
 
 # what the write-back may put into the ticket's own columns (see plugin.services.enrich)
-ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity", "ruleset")
+ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
+                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "ruleset")
 
 _COLUMN = validate.Regexp(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", error="not a ServiceNow column name: {input}")
 # keyset pagination appends its own ^NQ and ORDERBY: a scope that has them would change meaning

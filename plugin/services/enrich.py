@@ -1,4 +1,4 @@
-"""Enrichment: turn an incident's open gaps into a note and fields, queue it in the outbox,
+"""Enrichment: turn an incident's open gaps, improvements and running deadlines into a note and fields, queue it in the outbox,
 and drain the outbox onto the tickets with retries that survive restarts."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from connectors.base import Connector, ConnectorError, Enrichment, FatalConnecto
 from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, utcnow
-from ..rules.model import FAIL, SEVERITY_RANK, Ruleset
+from ..rules.clocks import format_utc, time_left
+from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
 from .sync import worker_id
 
 log = logging.getLogger("gapbridge.writeback")
@@ -29,12 +30,30 @@ MARKER = "[gapbridge:{fingerprint}]"
 CLEAN = "clean"  # the fingerprint of "no open gaps"
 
 
-def fingerprint(gaps: list[tuple[str, list[str]]]) -> str:
-    """Stable over the set of open gaps and what each one lacks."""
-    if not gaps:
+@dataclass(frozen=True)
+class TicketFindings:
+    """What a ticket is told: open gaps, improvements, clocks still running. (check id, details[, due])."""
+
+    gaps: list[tuple[str, list[str]]] = field(default_factory=list)
+    improvements: list[tuple[str, list[str]]] = field(default_factory=list)
+    pending: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.gaps or self.improvements or self.pending)
+
+
+def fingerprint(findings: TicketFindings) -> str:
+    """Stable over what the note reports: each gap and improvement with what it lacks, each clock with its due time.
+
+    The time left on a clock is not in it: the note says it as of writing, and is not
+    rewritten as the clock runs down; it is rewritten when the clock stops or falls due.
+    """
+    if not findings:
         return CLEAN
-    body = "\n".join(f"{cid}:{'|'.join(details)}" for cid, details in sorted(gaps))
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
+    lines = [f"{cid}:{'|'.join(details)}" for cid, details in sorted(findings.gaps)]
+    lines += [f"improvement {cid}:{'|'.join(details)}" for cid, details in sorted(findings.improvements)]
+    lines += [f"pending {cid}:{due.isoformat()}" for cid, due in sorted(findings.pending)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def _control_label(ruleset: Ruleset, edition: str, ids: tuple[str, ...]) -> str:
@@ -45,20 +64,35 @@ def _control_label(ruleset: Ruleset, edition: str, ids: tuple[str, ...]) -> str:
     return "; ".join(parts)
 
 
-def render_note(ruleset: Ruleset, number: str | None, gaps: list[tuple[str, list[str]]], closed: list[str], fp: str) -> str:
-    """The work note a service desk agent reads: what is missing and what to do."""
-    lines = []
-    if gaps:
-        lines.append(f"GapBridge: ISO/IEC 27001 check of {number or 'this incident'} found "
-                     f"{len(gaps)} open gap{'s' if len(gaps) != 1 else ''}.")
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def render_note(ruleset: Ruleset, number: str | None, findings: TicketFindings, closed: list[str], fp: str,
+                now: datetime) -> str:
+    """The work note a service desk agent reads: what is missing, what to do, and what falls due when."""
+    subject = number or "this incident"
+    if findings.gaps:
+        head = f"GapBridge: ISO/IEC 27001 check of {subject} found {_plural(len(findings.gaps), 'open gap')}."
     else:
-        lines.append(f"GapBridge: ISO/IEC 27001 check of {number or 'this incident'}: no open gaps. Thank you.")
-    ordered = sorted(gaps, key=lambda g: (SEVERITY_RANK[ruleset.check(g[0]).severity], g[0]))  # type: ignore[union-attr]
-    for i, (cid, details) in enumerate(ordered, 1):
+        head = f"GapBridge: ISO/IEC 27001 check of {subject}: no open gaps."
+    extra = []
+    if findings.pending:
+        extra.append(f"{_plural(len(findings.pending), 'deadline')} still running")
+    if findings.improvements:
+        extra.append(f"{_plural(len(findings.improvements), 'suggested improvement')} (not a gap)")
+    lines = [head + (" " + "; ".join(extra).capitalize() + "." if extra else "" if findings.gaps else " Thank you.")]
+
+    def by_severity(item: tuple[str, Any]) -> tuple[int, str]:
+        check = ruleset.check(item[0])
+        return (SEVERITY_RANK[check.severity] if check else 9, item[0])
+
+    def block(i: int, cid: str, details: list[str]) -> list[str]:
         check = ruleset.check(cid)
-        assert check is not None
+        if check is None:  # a check removed since it was assessed; the next assessment drops it
+            return ["", f"{i}. {cid}", f"   Missing: {'; '.join(details)}"]
         sub = ruleset.subprocesses[check.subprocess]
-        lines += [
+        return [
             "",
             f"{i}. [{check.severity.upper()}] {check.title} ({check.id})",
             f"   Missing: {'; '.join(details) if details else check.missing}",
@@ -67,27 +101,59 @@ def render_note(ruleset: Ruleset, number: str | None, gaps: list[tuple[str, list
             f" | ISO 27001:2013 {_control_label(ruleset, '2013', check.controls_2013)}",
             f"   ITIL sub-process: {sub.name} ({check.relation})",
         ]
+
+    n = 0
+    for cid, details in sorted(findings.gaps, key=by_severity):
+        n += 1
+        lines += block(n, cid, details)
+    if findings.pending:
+        lines += ["", "Deadlines still running (not gaps yet):"]
+        for cid, due in sorted(findings.pending, key=lambda p: (p[1], p[0])):
+            check = ruleset.check(cid)
+            what = check.clock.what if check is not None and check.clock is not None else cid
+            left = f"due in {time_left(due - now)}" if due > now else "due now"
+            lines.append(f"- {what}: {left}, at {format_utc(due)} ({cid})")
+            if check is not None:
+                lines.append(f"  What to do: {check.remediation}")
+    if findings.improvements:
+        lines += ["", "Suggested improvements (not gaps; they do not make the ticket non-compliant):"]
+        for cid, details in sorted(findings.improvements, key=by_severity):
+            n += 1
+            lines += block(n, cid, details)
     if closed:
         lines += ["", "Resolved since the last check: " + ", ".join(sorted(closed)) + "."]
     lines += ["", MARKER.format(fingerprint=fp)]
     return "\n".join(lines)
 
 
-def enrichment_fields(ruleset: Ruleset, gaps: list[tuple[str, list[str]]], fp: str) -> dict[str, Any]:
-    checks = [ruleset.check(cid) for cid, _ in gaps]
+def enrichment_fields(ruleset: Ruleset, findings: TicketFindings, fp: str) -> dict[str, Any]:
+    checks = [ruleset.check(cid) for cid, _ in findings.gaps]
     c22 = sorted({c for ch in checks if ch for c in ch.controls_2022})
     c13 = sorted({c for ch in checks if ch for c in ch.controls_2013})
     worst = min((SEVERITY_RANK[ch.severity] for ch in checks if ch), default=None)
+    next_due = min((due for _, due in findings.pending), default=None)
     return {
         "fingerprint": fp,
-        "open_gaps": len(gaps),
-        "gap_checks": ",".join(sorted(cid for cid, _ in gaps)),
+        "open_gaps": len(findings.gaps),
+        "gap_checks": ",".join(sorted(cid for cid, _ in findings.gaps)),
         "controls_2022": ",".join(c22),
         "controls_2013": ",".join(c13),
-        "compliance_status": "gaps" if gaps else "compliant",
-        "worst_severity": "" if worst is None else ("critical", "high", "medium", "low")[worst],
+        # improvements never make a ticket non-compliant
+        "compliance_status": "gaps" if findings.gaps else "compliant",
+        "worst_severity": "" if worst is None else SEVERITIES[worst],
+        "improvements": len(findings.improvements),
+        "improvement_checks": ",".join(sorted(cid for cid, _ in findings.improvements)),
+        "pending_clocks": len(findings.pending),
+        "next_due_at": "" if next_due is None else next_due.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ruleset": ruleset.hash,
     }
+
+
+def ticket_labels(findings: TicketFindings) -> list[str]:
+    labels = ["gapbridge-gaps" if findings.gaps else "gapbridge-compliant"]
+    if findings.pending:
+        labels.append("gapbridge-deadline-running")
+    return labels
 
 
 @dataclass
@@ -112,17 +178,22 @@ def plan(ruleset: Ruleset, *, source: str | None = None) -> PlanSummary:
             break
         last_id = incidents[-1].id
         ids = [i.id for i in incidents]
-        gaps: dict[int, list[tuple[str, list[str]]]] = defaultdict(list)
-        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.details).where(
-                ft.c.incident_id.in_(ids), ft.c.status == FAIL)):
-            gaps[f.incident_id].append((f.check_id, list(f.details or [])))
+        reported: dict[int, TicketFindings] = defaultdict(TicketFindings)
+        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.kind, ft.c.status, ft.c.details, ft.c.due_at).where(
+                ft.c.incident_id.in_(ids), ft.c.status.in_([FAIL, PENDING]))):
+            found = reported[f.incident_id]
+            if f.status == PENDING and f.due_at is not None:
+                found.pending.append((f.check_id, f.due_at))
+            elif f.status == FAIL:
+                (found.gaps if f.kind == GAP else found.improvements).append((f.check_id, list(f.details or [])))
         latest: dict[int, Any] = {}
         for o in db.session.execute(sa.select(ot.c.id, ot.c.incident_id, ot.c.fingerprint, ot.c.status, ot.c.payload)
                                     .where(ot.c.incident_id.in_(ids)).order_by(ot.c.id)):
             latest[o.incident_id] = o  # the newest row wins
+        now = utcnow()
         for inc in incidents:
-            open_gaps = gaps.get(inc.id, [])
-            fp = fingerprint(open_gaps)
+            findings = reported.get(inc.id, TicketFindings())
+            fp = fingerprint(findings)
             queued = latest.get(inc.id)
             on_ticket = inc.enrichment_fingerprint or (queued.fingerprint if queued is not None and queued.status == "sent" else None)
             if fp == on_ticket or (queued is not None and queued.fingerprint == fp and queued.status in ("pending", "sent")):
@@ -132,15 +203,15 @@ def plan(ruleset: Ruleset, *, source: str | None = None) -> PlanSummary:
                 summary.unchanged += 1  # nothing was ever reported: no note for a clean ticket
                 continue
             previous = set((queued.payload or {}).get("fields", {}).get("gap_checks", "").split(",")) - {""} if queued is not None else set()
-            closed = sorted(previous - {cid for cid, _ in open_gaps})
+            closed = sorted(previous - {cid for cid, _ in findings.gaps})
             if queued is not None and queued.status == "pending":
                 db.session.execute(ot.update().where(ot.c.incident_id == inc.id, ot.c.status == "pending")
                                    .values(status="superseded", claimed_by=None, claimed_until=None))
                 summary.superseded += 1
             payload = {
-                "note": render_note(ruleset, inc.number, open_gaps, closed, fp),
-                "fields": enrichment_fields(ruleset, open_gaps, fp),
-                "labels": ["gapbridge-gaps"] if open_gaps else ["gapbridge-compliant"],
+                "note": render_note(ruleset, inc.number, findings, closed, fp, now),
+                "fields": enrichment_fields(ruleset, findings, fp),
+                "labels": ticket_labels(findings),
             }
             existing = db.session.execute(sa.select(ot.c.id).where(ot.c.incident_id == inc.id, ot.c.fingerprint == fp)).first()
             if existing:  # the same gaps came back after a different set: send that row again

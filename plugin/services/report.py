@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, RejectedRecord
-from ..rules.model import FAIL, Ruleset
+from ..rules.model import FAIL, GAP, PENDING, Ruleset
 
 
 @dataclass
@@ -22,19 +22,27 @@ class GapReport:
     by_subprocess: list[tuple[str, int]]  # (sub-process name, open gaps)
     by_check: list[tuple[str, str, int]]
     outbox: dict[str, int]
+    improvements: list[tuple[str, str, int]]  # (check id, title, open improvements): apart from gaps
+    pending: int  # clocks still running
 
 
 def gap_report(ruleset: Ruleset) -> GapReport:
     ft, it = Finding.__table__, Incident.__table__
     incidents = db.session.scalar(sa.select(sa.func.count()).select_from(it)) or 0
     security = db.session.scalar(sa.select(sa.func.count()).select_from(it).where(it.c.is_security.is_(True))) or 0
-    with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(ft.c.incident_id))).where(ft.c.status == FAIL)) or 0
+    open_gap = (ft.c.status == FAIL) & (ft.c.kind == GAP)  # an improvement is never an open gap
+    with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(ft.c.incident_id))).where(open_gap)) or 0
     rejected = db.session.scalar(sa.select(sa.func.count()).select_from(RejectedRecord)) or 0
     per_check: dict[str, int] = dict(db.session.execute(
-        sa.select(ft.c.check_id, sa.func.count()).where(ft.c.status == FAIL).group_by(ft.c.check_id)).all())
+        sa.select(ft.c.check_id, sa.func.count()).where(open_gap).group_by(ft.c.check_id)).all())
+    per_improvement: dict[str, int] = dict(db.session.execute(
+        sa.select(ft.c.check_id, sa.func.count()).where(ft.c.status == FAIL, ft.c.kind != GAP).group_by(ft.c.check_id)).all())
+    pending = db.session.scalar(sa.select(sa.func.count()).select_from(ft).where(ft.c.status == PENDING)) or 0
     by_control: Counter[str] = Counter()
     by_sub: Counter[str] = Counter()
     for check in ruleset.checks:
+        if check.kind != GAP:
+            continue
         n = per_check.get(check.id, 0)
         for c in check.controls_2022:
             by_control[c] += n
@@ -47,9 +55,10 @@ def gap_report(ruleset: Ruleset) -> GapReport:
                          or dict.fromkeys(o for ch in ruleset.checks if cid in ch.controls_2022 for o in ch.controls_2013))
         controls.append((cid, olds, control.title if control else "", n))
     subs = [(ruleset.subprocesses[s].name, n) for s, n in sorted(by_sub.items(), key=lambda kv: (-kv[1], kv[0]))]
-    checks = [(c.id, c.title, per_check.get(c.id, 0)) for c in ruleset.checks]
+    checks = [(c.id, c.title, per_check.get(c.id, 0)) for c in ruleset.checks if c.kind == GAP]
+    improvements = [(c.id, c.title, per_improvement.get(c.id, 0)) for c in ruleset.checks if c.kind != GAP]
     outbox = dict(db.session.execute(sa.select(OutboxItem.status, sa.func.count()).group_by(OutboxItem.status)).all())
-    return GapReport(incidents, security, with_gaps, rejected, controls, subs, checks, outbox)
+    return GapReport(incidents, security, with_gaps, rejected, controls, subs, checks, outbox, improvements, pending)
 
 
 def format_report(r: GapReport) -> str:
@@ -64,6 +73,13 @@ def format_report(r: GapReport) -> str:
     lines += ["", "Open gaps by ITIL sub-process:"]
     for name, n in r.by_subprocess:
         lines.append(f"  {n:>6}  {name}")
+    open_improvements = [(cid, title, n) for cid, title, n in r.improvements if n]
+    if open_improvements:
+        lines += ["", "Suggested improvements (not gaps):"]
+        for cid, title, n in open_improvements:
+            lines.append(f"  {n:>6}  {cid} {title}")
+    if r.pending:
+        lines += ["", f"Deadlines still running: {r.pending} (not gaps until they fall due)"]
     if r.outbox:
         lines += ["", "Write-back outbox: " + ", ".join(f"{k} {v}" for k, v in sorted(r.outbox.items()))]
     return "\n".join(lines)
