@@ -260,3 +260,84 @@ def test_check_statuses() -> None:
     assert evid.evaluate(create_incident(), NOW) == PASS
     assert evid.evaluate(create_incident(evidence=[]), NOW) == FAIL
     assert evid.evaluate(create_incident(is_security=False, evidence=[]), NOW) == NOT_APPLICABLE
+
+
+def test_every_fault_of_one_check_is_reported_in_one_pass(tmp_path: Path) -> None:
+    root = shipped_copy(tmp_path)
+    (root / "checks" / "many_faults.yaml").write_text(
+        "checks:\n"
+        "  - id: BAD-040\n"              # 2
+        "    title: ''\n"                # 3: empty title
+        "    subprocess: triage\n"       # 4: unknown sub-process
+        "    controls: [A.16.1.7]\n"     # 5: a 2013 id
+        "    severity: urgent\n"         # 6: unknown severity
+        "    kind: finding\n"            # 7: unknown kind
+        "    applies_when:\n"
+        "      all:\n"
+        "        - {field: record_type, equals: ticket}\n"      # 10: unknown record type
+        "        - {field: colour, equals: red}\n"              # 11: unknown field
+        "    requires: {present: evidence_log}\n"               # 12: unknown field
+        "    rationale: r\n"
+        "    remediation: r\n")
+    with pytest.raises(MappingErrors) as exc:
+        load_ruleset(root)
+    mine = sorted((e.location.line, e.path) for e in exc.value.errors if "many_faults" in str(e.location))
+    assert mine == [
+        (3, "checks[0](BAD-040).title"), (4, "checks[0](BAD-040).subprocess"), (5, "checks[0](BAD-040).controls[0]"),
+        (6, "checks[0](BAD-040).severity"), (7, "checks[0](BAD-040).kind"),
+        (10, "checks[0](BAD-040).applies_when.all[0].equals"), (11, "checks[0](BAD-040).applies_when.all[1].field"),
+        (12, "checks[0](BAD-040).requires.present"),
+    ], [str(e) for e in exc.value.errors]
+
+
+def test_an_organisation_switches_on_the_close_code_and_reclassifies_a_check(tmp_path: Path) -> None:
+    without_code = create_incident(close_code=None)
+    shipped = load_ruleset(REPO / "mappings")
+    assert shipped.check("CLOSE-001").evaluate(without_code, NOW) == PASS
+    ov = tmp_path / "ov.yaml"
+    ov.write_text("checks:\n  CLOSE-001:\n    params: {require_close_code: true}\n  ROLE-001:\n    kind: gap\n")
+    theirs = load_ruleset(REPO / "mappings", overrides=ov)
+    assert theirs.check("CLOSE-001").evaluate(without_code, NOW) == FAIL
+    assert theirs.check("CLOSE-001").explain(without_code, NOW) == ["close code recorded"]
+    assert (shipped.check("ROLE-001").kind, theirs.check("ROLE-001").kind) == ("improvement", "gap")
+    assert theirs.hash != shipped.hash
+
+
+def test_every_shipped_check_says_which_record_types_it_is_about() -> None:
+    rs = load_ruleset(REPO / "mappings", overlays=["gdpr", "nis2", "dora"])
+    silent = [c.id for c in rs.checks if "record_type" not in c.fields and not (c.rule and c.rule.type == "open_weakness")]
+    assert not silent, f"checks whose applies_when does not name record types: {silent}"
+    # a request is never what a shipped check is about
+    request = create_incident(record_type="request", is_security=True, severity="critical", state="closed", evidence=[],
+                              root_cause=None, lessons_learned=None, reporter=None, contained_at=None, personal_data_breach=True)
+    assert [c.id for c in rs.incident_checks if c.evaluate(request, NOW) != NOT_APPLICABLE] == []
+
+
+def test_every_key_a_shipped_check_reads_is_in_the_canonical_contract() -> None:
+    from connectors.canonical import FIELDS, ITEM_KEYS, NOTIFICATION_KINDS
+
+    rs = load_ruleset(REPO / "mappings", overlays=["gdpr", "nis2", "dora"])
+    assert all(set(c.fields) <= set(FIELDS) for c in rs.checks)
+    kinds_read = set()
+
+    def walk(node: Any, item_of: str | None = None) -> None:
+        if isinstance(node, dict):
+            if item_of and isinstance(node.get("field"), str) and not node["field"].startswith("incident."):
+                assert node["field"] in ITEM_KEYS[item_of], (item_of, node["field"])
+                if item_of == "notifications" and node["field"] == "kind":
+                    listed = node.get("in") or [node.get("equals")]
+                    kinds_read.update(listed if isinstance(listed, list) else [])  # {param: ...}: below
+            inner = node.get("count") or node.get("every") or node.get("first")
+            for key, value in node.items():
+                walk(value, inner if key == "where" and isinstance(inner, str) else item_of)
+        elif isinstance(node, list):
+            for x in node:
+                walk(x, item_of)
+
+    for c in rs.checks:
+        walk({k: v for k, v in c.definition.items() if k in ("applies_when", "requires", "clock")}, None)
+    for c in rs.checks:  # parameters named by kind conditions are resolved here
+        for name, value in c.params.items():
+            if name.endswith("kinds"):
+                kinds_read.update(value)
+    assert kinds_read and kinds_read <= set(NOTIFICATION_KINDS)

@@ -237,6 +237,10 @@ def test_options_complete_auth_per_method_loads(auth: dict[str, str]) -> None:
     ({"write_back": {"fingerprint_field": "U_FP"}}, ("write_back", "fingerprint_field"), "not a ServiceNow column name"),
     ({"write_back": {"note": True}}, ("write_back", "note"), "Unknown field"),
     ({"page_size": 0}, ("page_size",), "greater than or equal to 1"),
+    ({"record_type": {"default": "ticket"}}, ("record_type", "default"), "Must be one of: event, incident, weakness, request"),
+    ({"record_type": {"categories": {"vulnerability": "weak"}}}, ("record_type", "categories", "vulnerability", "value"), "Must be one of"),
+    ({"record_type": {"by_issue_type": {}}}, ("record_type", "by_issue_type"), "Unknown field"),
+    ({"field_map": {"record_type": "u_type"}}, ("field_map", "record_type"), "not a canonical incident field"),
     ({"instance_url": "ftp://acme.service-now.com"}, ("instance_url",), "Not a valid URL"),
     ({"state_map": {"1": "open"}}, ("state_map", "1", "value"), "Must be one of"),
     ({"priority": {"1": "p1"}}, ("priority",), "Unknown field"),
@@ -491,6 +495,21 @@ def test_is_security_comes_from_the_table_the_category_or_the_flag_column(make) 
     flagged = make(display_value=False, is_security={"field": "u_security"})
     assert flagged.normalize({**inc, "u_security": "true"})["is_security"] is True
     assert flagged.normalize({**inc, "u_security": "false"})["is_security"] is False
+
+
+def test_record_type_comes_from_a_column_the_table_or_the_category(make) -> None:
+    (sir,) = fixture("sn_si_incident_display_all_response.json")["result"]
+    (inc,) = fixture("incident_list_response.json")["result"]
+    plain = make(display_value=False)
+    assert plain.normalize(inc)["record_type"] == "incident"  # the default
+    assert plain.normalize({**inc, "category": "Vulnerability"})["record_type"] == "weakness"  # shipped categories, any case
+    assert plain.normalize({**inc, "category": "software", "subcategory": "weakness"})["record_type"] == "weakness"
+    assert make(table="sn_si_incident", record_type={"tables": {"sn_si_incident": "event"}}).normalize(sir)["record_type"] == "event"
+    typed = make(display_value=False, record_type={"field": "u_kind", "values": {"sr": "request"}, "default": "event"})
+    assert "u_kind" in typed.columns.split(",")
+    assert typed.normalize({**inc, "u_kind": "SR"})["record_type"] == "request"
+    assert typed.normalize({**inc, "u_kind": "weakness"})["record_type"] == "weakness"  # already a canonical name
+    assert typed.normalize({**inc, "u_kind": "something else"})["record_type"] == "event"
 
 
 def _custom(**cells: Any) -> dict[str, Any]:
