@@ -341,3 +341,13 @@ def test_every_key_a_shipped_check_reads_is_in_the_canonical_contract() -> None:
             if name.endswith("kinds"):
                 kinds_read.update(value)
     assert kinds_read and kinds_read <= set(NOTIFICATION_KINDS)
+
+
+def test_the_canonical_contract_is_documented() -> None:
+    from connectors.canonical import FIELD_VALUES, FIELDS, ITEM_KEYS, ITEM_VALUES
+
+    text = (REPO / "docs" / "canonical.md").read_text()
+    undocumented = [f for f in FIELDS if f"`{f}`" not in text]
+    undocumented += [f"{item}.{k}" for item, keys in ITEM_KEYS.items() for k in keys if f"`{k}`" not in text]
+    undocumented += [v for values in [*FIELD_VALUES.values(), *ITEM_VALUES.values()] for v in values if f"`{v}`" not in text]
+    assert not undocumented, undocumented
