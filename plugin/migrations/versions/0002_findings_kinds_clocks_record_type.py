@@ -18,9 +18,10 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), 'postgresql')
 
 
 def upgrade():
-    with op.batch_alter_table('incidents', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('record_type', sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column('vulnerability_refs', JSON, nullable=False, server_default=sa.text("'[]'")))
+    # plain ADD COLUMN, never a batch copy of incidents: on SQLite, dropping the old table
+    # would cascade-delete every finding and outbox item that refers to it
+    op.add_column('incidents', sa.Column('record_type', sa.String(length=16), nullable=True))
+    op.add_column('incidents', sa.Column('vulnerability_refs', JSON, nullable=False, server_default=sa.text("'[]'")))
     # what the shipped connector defaults would have said; the next sync maps it from configuration
     op.execute("UPDATE incidents SET record_type = CASE WHEN lower(category) IN ('vulnerability', 'weakness') "
                "OR lower(subcategory) IN ('vulnerability', 'weakness') THEN 'weakness' ELSE 'incident' END")
@@ -43,6 +44,5 @@ def downgrade():
         batch_op.drop_column('kind')
         batch_op.drop_constraint('finding_status', type_='check')
         batch_op.create_check_constraint('finding_status', "status IN ('pass', 'fail', 'not_applicable')")
-    with op.batch_alter_table('incidents', schema=None) as batch_op:
-        batch_op.drop_column('vulnerability_refs')
-        batch_op.drop_column('record_type')
+    op.drop_column('incidents', 'vulnerability_refs')  # SQLite 3.35+ drops a column in place
+    op.drop_column('incidents', 'record_type')
