@@ -167,6 +167,7 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
 
     ("LOG-002", PASS, "security category", {}),
     ("LOG-002", FAIL, "generic category", dict(category="network")),
+    ("LOG-002", PASS, "a security category of the organisation's own scheme", dict(category="credential_compromise")),
     ("LOG-002", FAIL, "no category", dict(category=None)),
     ("LOG-002", NOT_APPLICABLE, "non-security incident", dict(NON_SECURITY, category="network")),
     ("LOG-002", NOT_APPLICABLE, "new ticket", still_open(state="new", category="network")),
