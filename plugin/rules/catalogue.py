@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .yamlsource import Location, MappingError, display_name, load_yaml, located
+from .yamlsource import Location, MappingError, display_name, load_or_note, located
 
 EDITIONS = ("2022", "2013")
 
@@ -85,10 +85,8 @@ def load_catalogue(root: Path, errors: list[MappingError]) -> Catalogue:
     for edition in EDITIONS:
         path = root / "catalogue" / f"iso27001-{edition}.yaml"
         name = display_name(path, root)
-        try:
-            doc = load_yaml(path, name)
-        except MappingError as e:
-            errors.append(e)
+        loaded, doc = load_or_note(path, name, errors)
+        if not loaded:
             continue
         if not isinstance(doc, dict) or str(doc.get("edition")) != edition:
             errors.append(MappingError(Location(name, 1), "edition", f"expected edition: \"{edition}\""))

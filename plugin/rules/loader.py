@@ -25,7 +25,7 @@ from .compiler import compile_check
 from .model import Check, Ruleset
 from .overrides import apply_override, load_overrides
 from .subprocesses import load_subprocesses
-from .yamlsource import Location, MappingError, MappingErrors, display_name, load_yaml, located
+from .yamlsource import Location, MappingError, MappingErrors, display_name, load_or_note, located
 
 
 def _check_docs(root: Path, overlays: Iterable[str], errors: list[MappingError]) -> list[tuple[Any, str, Location, str | None]]:
@@ -33,20 +33,16 @@ def _check_docs(root: Path, overlays: Iterable[str], errors: list[MappingError])
     found: list[tuple[Any, str, Location, str | None]] = []
     for path in sorted((root / "checks").glob("*.yaml")):
         name = display_name(path, root)
-        try:
-            doc = load_yaml(path, name)
-        except MappingError as e:
-            errors.append(e)
+        loaded, doc = load_or_note(path, name, errors)
+        if not loaded:
             continue
         found.extend(_checks_in(doc, name, None, errors))
     wanted = set(overlays)
     seen = set()
     for path in sorted((root / "overlays").glob("*.yaml")):
         name = display_name(path, root)
-        try:
-            doc = load_yaml(path, name)
-        except MappingError as e:
-            errors.append(e)
+        loaded, doc = load_or_note(path, name, errors)
+        if not loaded:
             continue
         meta = doc.get("overlay") if isinstance(doc, dict) else None
         if not isinstance(meta, dict) or not isinstance(meta.get("id"), str):
@@ -71,9 +67,8 @@ def _checks_in(doc: Any, name: str, overlay: str | None, errors: list[MappingErr
 def available_overlays(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted((root / "overlays").glob("*.yaml")):
-        try:
-            doc = load_yaml(path, display_name(path, root))
-        except MappingError:
+        loaded, doc = load_or_note(path, display_name(path, root), [])  # a broken overlay is reported when loaded
+        if not loaded:
             continue
         meta = doc.get("overlay") if isinstance(doc, dict) else None
         if isinstance(meta, dict) and "id" in meta:

@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any, cast
 
-from .yamlsource import LocatedDict, Location, MappingError, load_yaml, located
+from .yamlsource import LocatedDict, Location, MappingError, load_or_note, located
 
 OVERRIDE_CHECK_KEYS = {"enabled", "severity", "kind", "params", "title", "remediation", "applies_when", "requires", "missing"}
 
@@ -19,10 +19,8 @@ def load_overrides(path: Path | None, errors: list[MappingError]) -> tuple[dict[
     if path is None:
         return {}, []
     name = str(path)
-    try:
-        doc = load_yaml(path, name)
-    except MappingError as e:
-        errors.append(e)
+    loaded, doc = load_or_note(path, name, errors)
+    if not loaded:
         return {}, []
     if doc is None:
         return {}, []

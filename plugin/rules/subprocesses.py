@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalogue import Catalogue
-from .yamlsource import Location, MappingError, display_name, load_yaml, located
+from .yamlsource import Location, MappingError, display_name, load_or_note, located
 
 RELATIONS = ("covered", "gap", "improvement")
 
@@ -33,10 +33,8 @@ def load_subprocesses(root: Path, cat: Catalogue, errors: list[MappingError]) ->
     name = display_name(path, root)
     subs: dict[str, SubProcess] = {}
     relations: list[Relation] = []
-    try:
-        doc = load_yaml(path, name)
-    except MappingError as e:
-        errors.append(e)
+    loaded, doc = load_or_note(path, name, errors)
+    if not loaded:
         return subs, relations
     items = doc.get("subprocesses") if isinstance(doc, dict) else None
     if not isinstance(items, list):

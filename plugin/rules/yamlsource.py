@@ -84,6 +84,15 @@ def load_yaml(path: Path, display_name: str | None = None) -> Any:
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def load_or_note(path: Path, name: str, errors: list[MappingError]) -> tuple[bool, Any]:
+    """(loaded, document) of one mapping file; a fault goes to ``errors`` (lint mode) and the file is skipped."""
+    try:
+        return True, load_yaml(path, name)
+    except MappingError as e:
+        errors.append(e)
+        return False, None
+
+
 def load_yaml_text(text: str, name: str) -> Any:
     try:
         node = yaml.compose(text, Loader=_COMPOSER)
