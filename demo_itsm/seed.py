@@ -398,7 +398,7 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
     ("no reporter or channel", {"REPT-001": FAIL}, lambda n: complete(n, n - 14 * D, caller_id="", contact_type="")),
     ("reporter never told", {"REPT-003": FAIL}, lambda n: complete(n, n - 37 * D, u_notifications=[
         x for x in complete(n, n - 37 * D)["u_notifications"] if x["to"] != "reporter"])),
-    ("weakness report linked to its record", {"REPT-002": PASS, "REPT-004": PASS},
+    ("weakness report linked to its record", {"REPT-002": PASS, "REPT-004": PENDING},
      lambda n: still_open(n, 10 * D, priority="4", u_security_incident=False, category="vulnerability", subcategory="missing_patch",
                           u_weakness_refs=["VUL0001203"], assignment_group="Server Operations", u_evidence=[],
                           short_description="Scanner reports OpenSSH 8.2 on srv-app hosts")),
@@ -406,7 +406,7 @@ PROFILES: list[tuple[str, dict[str, str], Builder]] = [
      lambda n: still_open(n, 45 * D, priority="4", u_security_incident=False, category="vulnerability", subcategory="missing_patch",
                           assignment_group="Server Operations", u_evidence=[],
                           short_description="Unsupported Java runtime on the payroll server")),
-    ("weakness report fixed", {"REPT-002": PASS},
+    ("weakness report fixed", {"REPT-002": PASS, "REPT-004": PASS},
      lambda n: plain(n, n - 50 * D, priority="3", category="vulnerability", subcategory="misconfiguration",
                      u_weakness_refs=["VUL0001154"], assignment_group="Server Operations",
                      short_description="TLS 1.0 still enabled on the customer portal")),

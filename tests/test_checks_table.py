@@ -120,10 +120,13 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("REPT-003", NOT_APPLICABLE, "no reporter to tell", dict(reporter=None, notifications=[])),
     ("REPT-003", NOT_APPLICABLE, "not a security incident", dict(NON_SECURITY, notifications=[])),
 
-    ("REPT-004", PASS, "weakness report open 10 days", still_open(10 * D, **WEAKNESS)),
+    ("REPT-004", PENDING, "weakness report open 10 days", still_open(10 * D, **WEAKNESS)),
     ("REPT-004", FAIL, "weakness report open 45 days", still_open(45 * D, **WEAKNESS)),
     ("REPT-004", FAIL, "weakness on hold 31 days", still_open(31 * D, state="on_hold", **WEAKNESS)),
-    ("REPT-004", NOT_APPLICABLE, "weakness report closed", dict(WEAKNESS, opened_at=NOW - 90 * D)),
+    ("REPT-004", PASS, "weakness report resolved the next day", dict(WEAKNESS, opened_at=NOW - 90 * D)),
+    ("REPT-004", FAIL, "weakness report resolved after 40 days", dict(WEAKNESS, opened_at=NOW - 90 * D, resolved_at=NOW - 50 * D,
+                                                                      closed_at=NOW - 49 * D)),
+    ("REPT-004", NOT_APPLICABLE, "weakness report dismissed", dict(WEAKNESS, state="cancelled")),
     ("REPT-004", NOT_APPLICABLE, "not a weakness report", still_open(45 * D)),
 
     ("REPT-005", PASS, "weakness in root cause tracked", dict(root_cause="Unpatched VPN appliance (CVE-2024-3400)", weakness_refs=["VUL0007"])),
