@@ -29,11 +29,22 @@ from typing import Any
 
 from connectors.canonical import DATETIME_FIELDS, ITEM_KEYS, LIST_FIELDS
 
-from .conditions import ItemView, Record, Scope, compile_condition, duration_lookup, param_value, parse_duration
+from .conditions import ItemView, Record, Scope, compile_condition, duration_lookup, human_duration, param_value, parse_duration
 from .model import FAIL, NOT_APPLICABLE, PASS, PENDING, Outcome
 from .yamlsource import Location, MappingError, MappingErrors, located, only_keys
 
-Anchor = Callable[[Record], datetime | None]
+
+class Anchor:
+    """A time read from a record (or None when it is not recorded), with what it is in words."""
+
+    __slots__ = ("fn", "text")
+
+    def __init__(self, fn: Callable[[Record], datetime | None], text: str) -> None:
+        self.fn = fn
+        self.text = text
+
+    def __call__(self, incident: Record) -> datetime | None:
+        return self.fn(incident)
 
 
 def format_utc(at: datetime) -> str:
@@ -53,16 +64,18 @@ def time_left(delta: timedelta) -> str:
 
 
 class Clock:
-    __slots__ = ("what", "deadlines", "stop")
+    __slots__ = ("what", "deadlines", "stop", "text")
 
-    def __init__(self, what: str, deadlines: list[tuple[Anchor, Callable[[Record], timedelta | None]]], stop: Anchor) -> None:
+    def __init__(self, what: str, deadlines: list[tuple[Anchor, Callable[[Record], timedelta | None], str]], stop: Anchor) -> None:
         self.what = what
         self.deadlines = deadlines
         self.stop = stop
+        due = "; or, if earlier, ".join(f"within {within} of {start.text}" for start, _, within in deadlines)
+        self.text = f"{what}: due {due}; done at {stop.text}"
 
     def due_at(self, incident: Record) -> datetime | None:
         dues = []
-        for start, within in self.deadlines:
+        for start, within, _ in self.deadlines:
             began = start(incident)
             limit = within(incident) if began is not None else None
             if began is not None and limit is not None:
@@ -124,12 +137,12 @@ def compile_clock(node: Any, path: str, loc: Location, scope: Scope) -> Clock:
     return Clock(" ".join(what.split()), deadlines, stop)
 
 
-def _deadline(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Anchor, Callable[[Record], timedelta | None]]:
+def _deadline(node: Any, path: str, loc: Location, scope: Scope) -> tuple[Anchor, Callable[[Record], timedelta | None], str]:
     if not isinstance(node, dict) or set(node) != {"from", "within"}:
         raise MappingError(loc, path, "expected a deadline {from: time, within: duration}")
     start = compile_anchors(node["from"], f"{path}.from", located(node, "from", loc), scope)
-    within, _ = duration_lookup(node["within"], f"{path}.within", located(node, "within", loc), scope)
-    return start, within
+    within, shown = duration_lookup(node["within"], f"{path}.within", located(node, "within", loc), scope)
+    return start, within, shown
 
 
 def compile_anchors(node: Any, path: str, loc: Location, scope: Scope) -> Anchor:
@@ -145,7 +158,7 @@ def compile_anchors(node: Any, path: str, loc: Location, scope: Scope) -> Anchor
                 if at is not None:
                     return at
             return None
-        return first_known
+        return Anchor(first_known, " (or, if not recorded, ".join(a.text for a in anchors) + ")" * (len(anchors) - 1))
     return compile_anchor(node, path, loc, scope)
 
 
@@ -164,7 +177,7 @@ def compile_anchor(node: Any, path: str, loc: Location, scope: Scope) -> Anchor:
         def latest(inc: Record) -> datetime | None:
             times = [a(inc) for a in anchors]
             return None if any(t is None for t in times) else max(t for t in times if t is not None)
-        return latest
+        return Anchor(latest, "the later of " + " and ".join(a.text for a in anchors))
     plus = parse_duration(param_value(node["plus"], scope, f"{path}.plus", located(node, "plus", loc)), f"{path}.plus",
                           located(node, "plus", loc)) if "plus" in node else timedelta(0)
     if "field" in node:
@@ -180,13 +193,14 @@ def _field_anchor(name: Any, plus: timedelta | None, path: str, loc: Location, s
     if not isinstance(name, str) or name not in DATETIME_FIELDS:
         raise MappingError(loc, path, f"expected a timestamp field ({', '.join(sorted(DATETIME_FIELDS))}), got {name!r}")
     scope.used.add(name)
+    label = name.replace("_", " ")
     if not plus:
-        return lambda inc: inc.get(name)
+        return Anchor(lambda inc: inc.get(name), label)
 
     def shifted(inc: Record) -> datetime | None:
         at = inc.get(name)
         return None if at is None else at + plus
-    return shifted
+    return Anchor(shifted, f"{human_duration(plus)} after {label}")
 
 
 def _first_item(node: Mapping[str, Any], plus: timedelta, path: str, loc: Location, scope: Scope) -> Anchor:
@@ -199,8 +213,10 @@ def _first_item(node: Mapping[str, Any], plus: timedelta, path: str, loc: Locati
         raise MappingError(located(node, "at", loc), f"{path}.at", f"{list_field} items have no key {at_key!r}")
     scope.used.add(list_field)
     where = None
+    what = f"the first {list_field.replace('_', ' ')} item"
     if "where" in node:
-        where = compile_condition(node["where"], f"{path}.where", located(node, "where", loc), scope.item_scope(list_field)).fn
+        condition = compile_condition(node["where"], f"{path}.where", located(node, "where", loc), scope.item_scope(list_field))
+        where, what = condition.fn, f"{what} with {condition.text}"
     now_unused = datetime.min  # where-conditions of anchors read the record, not the clock
 
     def first(inc: Record) -> datetime | None:
@@ -208,4 +224,4 @@ def _first_item(node: Mapping[str, Any], plus: timedelta, path: str, loc: Locati
                                  if isinstance(it, Mapping) and isinstance(it.get(at_key), datetime)
                                  and (where is None or where(ItemView(it, inc), now_unused))]
         return min(times) + plus if times else None
-    return first
+    return Anchor(first, f"{human_duration(plus)} after {what}" if plus else what)

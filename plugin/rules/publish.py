@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .conditions import ALWAYS
 from .model import Check, Ruleset
 from .subprocesses import RELATIONS
 
@@ -47,9 +48,8 @@ def explain(ruleset: Ruleset, check: Check) -> str:
         lines.append(f"  across incidents:  {json.dumps(check.definition.get('rule'))}")
     lines += [
         f"  applies when:      {check.applies.text}",
-        f"  requires:          {check.requires.text}",
-        *([f"  clock:             {check.clock.what}, due {json.dumps(check.definition['clock']['due'], default=str)}"]
-          if check.clock else []),
+        *([f"  requires:          {check.requires.text}"] if check.requires is not ALWAYS else []),
+        *([f"  clock:             {check.clock.text}; pending until then"] if check.clock else []),
         "",
         "  Why: " + check.rationale,
         "",
@@ -130,11 +130,11 @@ def mappings_markdown(ruleset: Ruleset) -> str:
         out += [
             "", f"### {ch.id}", "", f"**{ch.title}**" + (f" (overlay `{ch.overlay}`)" if ch.overlay else ""), "",
             f"- Applies when: {ch.applies.text}",
-            f"- Requires: {ch.requires.text}",
         ]
+        if ch.requires is not ALWAYS:
+            out.append(f"- Requires: {ch.requires.text}")
         if ch.clock is not None:
-            out.append(f"- Clock: {ch.clock.what}; due `{json.dumps(ch.definition['clock']['due'], default=str)}`, "
-                       f"stopped by `{json.dumps(ch.definition['clock']['stop'], default=str)}`; pending until then")
+            out.append(f"- Clock: {ch.clock.text}; pending until then")
         if ch.rule is not None:
             out.append(f"- Across incidents: `{json.dumps(ch.definition.get('rule'))}`")
         if ch.params:
