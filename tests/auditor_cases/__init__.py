@@ -117,9 +117,6 @@ def well_handled(**overrides: Any) -> dict[str, Any]:
     number: str = overrides.pop("number", "INCAC000")
     opened: datetime = overrides.pop("opened_at", NOW - 10 * D)
     inc = empty_incident()
-    # set explicitly: the engine's canonical model is being extended with these
-    inc["record_type"] = "incident"
-    inc["vulnerability_refs"] = []
     inc.update(
         source="auditor-cases",
         external_id=hashlib.sha256(number.encode()).hexdigest()[:32],
