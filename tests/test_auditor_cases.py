@@ -42,8 +42,8 @@ def test_recall_and_precision(scored: tuple[float, float, list[Disagreement]]) -
     assert recall == 1.0 and precision >= 0.95, f"recall {recall:.3f}, precision {precision:.3f}\n\n{report}"
 
 
-def test_every_gap_check_fails_and_passes_somewhere(cases: list[Case], cache: RulesetCache) -> None:
-    """Each shipped gap check is shown failing on some case and passing on another where it applies."""
+def test_every_check_fails_and_passes_somewhere(cases: list[Case], cache: RulesetCache) -> None:
+    """Each shipped check is shown failing on some case and passing on another where it applies, and every clock pending."""
     from plugin.rules.across import evaluate_across
     from plugin.rules.loader import load_ruleset
 
@@ -52,12 +52,12 @@ def test_every_gap_check_fails_and_passes_somewhere(cases: list[Case], cache: Ru
     for case in cases:
         ruleset = ruleset_for(case.overlays, cache)
         for check in ruleset.incident_checks:
-            if check.kind == "gap":
-                seen[check.id].add(check.evaluate(case.incident, case.now))
+            seen[check.id].add(check.evaluate(case.incident, case.now))
         for check in ruleset.across_checks:
-            if check.kind == "gap":
-                seen[check.id].add(evaluate_across(check, [case.incident, *case.context], case.now)[0])
-    gaps = [c.id for c in (*shipped.incident_checks, *shipped.across_checks) if c.kind == "gap"]
-    never_fail = [cid for cid in gaps if "fail" not in seen[cid]]
-    never_pass = [cid for cid in gaps if "pass" not in seen[cid]]
-    assert not never_fail and not never_pass, f"no case fails: {never_fail}; no case passes: {never_pass}"
+            seen[check.id].add(evaluate_across(check, [case.incident, *case.context], case.now)[0])
+    every = [c.id for c in shipped.checks]
+    never_fail = [cid for cid in every if "fail" not in seen[cid]]
+    never_pass = [cid for cid in every if "pass" not in seen[cid]]
+    never_pending = [c.id for c in shipped.checks if c.clock is not None and "pending" not in seen[c.id]]
+    assert not never_fail and not never_pass and not never_pending, (
+        f"no case fails: {never_fail}; no case passes: {never_pass}; no clock pending: {never_pending}")

@@ -284,4 +284,33 @@ CASES: list[Case] = [
         must=set(),
         why="Feedback to the reporter (seed 000) is REPT-003, an improvement: no A.5.24 or A.6.8 gap for it.",
     ),
+    # --- improvements that are met: nothing to flag either way
+    Case(
+        "AC-030", "Closed high incident, reporter told the outcome",
+        well_handled(number="INCAC030", opened_at=T0,
+                     notifications=[{"to": "reporter", "kind": "update", "at": T0 + 2 * D, "channel": "email", "reference": "MSG-30"}]),
+        must=set(),
+        why="The feedback loop of the reporting procedure is closed (REPT-003 passes); nothing else is missing.",
+    ),
+    Case(
+        "AC-031", "Medium server disk failure linked to its maintenance record",
+        it_incident(number="INCAC031", severity="medium", subcategory="disk", title="Disk failure in the backup server RAID set",
+                    maintenance_ref="CHG0031234", affected_ci="srv-bkp-01"),
+        must=set(),
+        why="Equipment maintenance (A.7.13) is an improvement, and it is there: the repair is linked to its maintenance record.",
+    ),
+    Case(
+        "AC-032", "Medium storage capacity incident linked to a capacity review",
+        it_incident(number="INCAC032", severity="medium", category="capacity", subcategory="storage",
+                    title="Mail archive volume at 95%", capacity_ref="CAP-2026-07", affected_ci="srv-arch-01"),
+        must=set(),
+        why="Capacity management (A.8.6) is an improvement, and it is there: the incident feeds the capacity review.",
+    ),
+    Case(
+        "AC-033", "Ticket resolved before it was opened",
+        it_incident(number="INCAC033", severity="medium", opened_at=NOW - 4 * D, resolved_at=NOW - 4 * D - 2 * H),
+        must=set(),
+        why="A ticket raised after the fact with the real resolution time is a record to put right (CLOSE-003), not a "
+        "nonconformity of any control.",
+    ),
 ]

@@ -274,4 +274,12 @@ CASES: list[Case] = [
         why="Resolution time and notes are there; the close code is the tool's field, not the standard's (CLOSE-001's "
         "require_close_code is off in the shipped mappings).",
     ),
+    Case(
+        "AC-149", "Major incident declared 30 minutes ago, management not escalated to yet",
+        still_open(number="INCAC149", opened_at=NOW - 2 * H, major_incident=True, major_declared_at=NOW - 30 * M,
+                   severity="critical", contained_at=NOW - 20 * M, escalations=[escalation("soc_lead", NOW - H, "critical incident")]),
+        must=set(),
+        why="The escalation to management is due within 4 h of the declaration and that has not passed: a pending "
+        "deadline for the desk, not a gap yet (findings rule 5).",
+    ),
 ]
