@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from connectors.canonical import SEVERITIES
 
 from .catalogue import Catalogue
-from .conditions import Predicate
+from .conditions import ALWAYS, Predicate
 from .subprocesses import Relation, SubProcess
 from .yamlsource import Location
 
@@ -32,6 +32,7 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 # (status, what is missing, due time): the outcome of one check that applies to one record
 Outcome = tuple[str, list[str], datetime | None]
+_PASSED: Outcome = (PASS, [], None)  # shared: callers never change an outcome's details
 
 
 class AcrossRule:
@@ -86,15 +87,21 @@ class Check:
     def across(self) -> bool:
         return self.rule is not None
 
+    def __post_init__(self) -> None:
+        # bound once: outcome() runs for every check on every incident of a sync
+        self._applies = self.applies.fn
+        self._requires = None if self.requires is ALWAYS else self.requires.fn
+        self._clock = self.clock.evaluate if self.clock is not None else None
+
     def outcome(self, incident: Mapping[str, Any], now: datetime) -> Outcome | None:
         """The outcome on one record; None when the check does not apply to it."""
-        if not self.applies.fn(incident, now):
+        if not self._applies(incident, now):
             return None
-        if not self.requires.fn(incident, now):
+        if self._requires is not None and not self._requires(incident, now):
             return FAIL, self.requires.explain(incident, now), None
-        if self.clock is not None:
-            return self.clock.evaluate(incident, now)
-        return PASS, [], None
+        if self._clock is not None:
+            return self._clock(incident, now)
+        return _PASSED
 
     def evaluate(self, incident: Mapping[str, Any], now: datetime) -> str:
         found = self.outcome(incident, now)
