@@ -6,6 +6,7 @@ answer only when ``api.enabled`` is set (the demo sets it) and never write anyth
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,9 @@ from .models import Finding, Incident
 from .rules.model import FAIL, GAP, KINDS, PENDING, SEVERITIES
 
 bp = Blueprint("api", __name__)
+log = logging.getLogger("gapbridge.api")
+MAX_ID = 2**31 - 1  # the integer primary keys
+RETRY_AFTER_SECONDS = 30
 
 
 @bp.errorhandler(HTTPException)
@@ -29,6 +33,25 @@ def _http_error(exc: HTTPException) -> Any:
 @bp.errorhandler(ValidationError)
 def _validation_error(exc: ValidationError) -> Any:
     return jsonify({"error": "Bad Request", "message": "invalid query parameters", "fields": exc.messages}), 400
+
+
+@bp.errorhandler(sa.exc.OperationalError)
+@bp.errorhandler(sa.exc.InterfaceError)
+@bp.errorhandler(sa.exc.TimeoutError)
+def _database_unavailable(exc: Exception) -> Any:
+    # the database is down or unreachable: not the caller's fault, and worth retrying
+    log.warning("database unavailable for %s %s: %s", request.method, request.path, type(exc).__name__)
+    body = jsonify({"error": "Service Unavailable", "message": "the database is unavailable; try again shortly"})
+    return body, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+@bp.before_request
+def _no_nul_bytes() -> None:
+    """A NUL byte cannot be stored or compared in PostgreSQL text: refuse it by name, before any query."""
+    bad = sorted({k for k, v in request.args.items(multi=True) if "\x00" in k or "\x00" in v})
+    if bad or "\x00" in request.path:
+        fields_ = {k.replace("\x00", "\\0"): ["contains a NUL byte"] for k in bad} or {"path": ["contains a NUL byte"]}
+        raise ValidationError(fields_)
 
 
 @bp.before_request
@@ -62,7 +85,7 @@ class GapQuerySchema(Schema):
     # gaps by default; improvements are listed apart and never count as open gaps
     kind = fields.String(load_default=GAP, validate=validate.OneOf(KINDS))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
 
 
 class DeadlineQuerySchema(Schema):
@@ -111,7 +134,9 @@ class IncidentSchema(Schema):
 
 @bp.get("/api/v1/incidents/<int:incident_id>")
 def incident_detail(incident_id: int) -> Any:
-    incident = db.session.get(Incident, incident_id) or abort(404, description=f"no incident with id {incident_id}")
+    # beyond the id column's range no incident can exist; asking the database would be an error there
+    incident = (db.session.get(Incident, incident_id) if incident_id <= MAX_ID else None) or abort(
+        404, description=f"no incident with id {incident_id}")
     return _incident_body(incident)
 
 

@@ -1,0 +1,63 @@
+"""The API answers bad input with a 4xx naming it, and an unreachable database with 503, never 500."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from plugin import create_app
+
+from .conftest import make_config
+
+
+@pytest.fixture
+def api(app_factory) -> Flask:
+    return app_factory(api={"enabled": True})
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/incidents/2147483648",
+    "/api/v1/incidents/99999999999999999999999",
+])
+def test_an_id_beyond_the_column_range_is_not_found(api: Flask, path: str) -> None:
+    r = api.test_client().get(path)
+    assert r.status_code == 404 and r.get_json()["error"] == "Not Found"
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("after=2147483648", "after"),
+    ("after=-1", "after"),
+    ("limit=0", "limit"),
+    ("kind=gaps", "kind"),
+])
+def test_out_of_range_parameters_are_named(api: Flask, query: str, field: str) -> None:
+    r = api.test_client().get(f"/api/v1/gaps?{query}")
+    assert r.status_code == 400 and field in r.get_json()["fields"]
+
+
+@pytest.mark.parametrize("url", [
+    "/api/v1/gaps?source=sn%00prod",
+    "/api/v1/gaps?check=EVID-001%00",
+    "/api/v1/deadlines?source=%00",
+    "/api/v1/incidents/by-number/INC%0000001",
+])
+def test_a_nul_byte_is_refused_by_name(api: Flask, url: str) -> None:
+    r = api.test_client().get(url)
+    assert r.status_code == 400, r.get_data(as_text=True)
+    assert "NUL" in str(r.get_json()["fields"])
+
+
+def test_an_unreachable_database_is_503_with_retry_after(tmp_path: Path) -> None:
+    # a real PostgreSQL URL nothing listens on: connection refused
+    cfg = make_config("postgresql://postgres@127.0.0.1:1/gapbridge", tmp_path / "instance", api={"enabled": True})
+    app = create_app(gapbridge_config=cfg)
+    client = app.test_client()
+    for path in ("/api/v1/gaps", "/api/v1/deadlines", "/api/v1/incidents/1", "/api/v1/incidents/by-number/INC0000001"):
+        r = client.get(path)
+        assert r.status_code == 503, (path, r.status_code, r.get_data(as_text=True)[:200])
+        assert r.headers["Retry-After"] == "30" and r.get_json()["error"] == "Service Unavailable"
+        assert "127.0.0.1" not in r.get_data(as_text=True)  # no connection detail leaks
+    health = client.get("/healthz")
+    assert health.status_code == 503 and health.get_json()["database"] == "unavailable"
