@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import HTTPException
 
 from . import gapbridge
@@ -75,7 +75,7 @@ def health() -> Any:
 
 class GapQuerySchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     control = fields.String(validate=validate.Length(min=1, max=32))
     subprocess = fields.String(validate=validate.Length(min=1, max=32))
@@ -90,7 +90,7 @@ class GapQuerySchema(Schema):
 
 class DeadlineQuerySchema(Schema):
     class Meta:
-        unknown = EXCLUDE
+        unknown = RAISE
 
     source = fields.String(validate=validate.Length(min=1, max=64))
     check = fields.String(validate=validate.Length(min=1, max=64))

@@ -61,3 +61,11 @@ def test_an_unreachable_database_is_503_with_retry_after(tmp_path: Path) -> None
         assert "127.0.0.1" not in r.get_data(as_text=True)  # no connection detail leaks
     health = client.get("/healthz")
     assert health.status_code == 503 and health.get_json()["database"] == "unavailable"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/gaps?severty=high", "/api/v1/deadlines?due=2026-12-01T00:00:00Z"])
+def test_an_unknown_query_parameter_is_named_not_ignored(api: Flask, url: str) -> None:
+    """A typo must not silently widen a query."""
+    r = api.test_client().get(url)
+    name = url.split("?")[1].split("=")[0]
+    assert r.status_code == 400 and r.get_json()["fields"] == {name: ["Unknown field."]}
