@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, abort, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from . import gapbridge
 from .extensions import db
@@ -28,6 +28,20 @@ RETRY_AFTER_SECONDS = 30
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException) -> Any:
     return jsonify({"error": exc.name, "message": exc.description}), exc.code
+
+
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def _unknown_route(exc: HTTPException) -> Any:
+    """Unknown paths and methods under /api/ answer JSON like every other API error; elsewhere Flask's own page."""
+    if not request.path.startswith("/api/"):
+        return exc
+    body: dict[str, Any] = {"error": exc.name, "message": exc.description}
+    headers = {}
+    if exc.code == 405 and isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        body["allowed"] = sorted(exc.valid_methods)
+        headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+    return jsonify(body), exc.code, headers
 
 
 @bp.errorhandler(ValidationError)

@@ -69,3 +69,12 @@ def test_an_unknown_query_parameter_is_named_not_ignored(api: Flask, url: str) -
     r = api.test_client().get(url)
     name = url.split("?")[1].split("=")[0]
     assert r.status_code == 400 and r.get_json()["fields"] == {name: ["Unknown field."]}
+
+
+def test_unknown_paths_and_methods_answer_json(api: Flask) -> None:
+    client = api.test_client()
+    r = client.get("/api/v1/no-such-thing")
+    assert r.status_code == 404 and r.is_json and r.get_json()["error"] == "Not Found"
+    r = client.delete("/api/v1/gaps")
+    assert r.status_code == 405 and r.is_json and "GET" in r.get_json()["allowed"] and "GET" in r.headers["Allow"]
+    assert not client.get("/no-such-page").is_json  # outside the API, Flask's own page
