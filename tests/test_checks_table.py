@@ -101,6 +101,8 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("REPT-001", PASS, "reporter and channel recorded", {}),
     ("REPT-001", FAIL, "no reporter", dict(reporter=None)),
     ("REPT-001", FAIL, "no channel", dict(reported_via="")),
+    ("REPT-001", PASS, "detected by monitoring, no person reported it", dict(reporter=None, reported_via="siem")),
+    ("REPT-001", FAIL, "weakness report without a reporter", dict(WEAKNESS, reporter=None)),
     ("REPT-001", NOT_APPLICABLE, "not a security incident", dict(NON_SECURITY, reporter=None)),
 
     ("REPT-002", PASS, "weakness report linked to its record", dict(WEAKNESS, weakness_refs=["VUL0001"])),
@@ -177,6 +179,7 @@ CASES: list[tuple[str, str, str, dict[str, Any]]] = [
 
     ("LOG-003", PASS, "security incident response team", {}),
     ("LOG-003", PASS, "CSIRT", dict(assignment_group="CSIRT")),
+    ("LOG-003", PASS, "a team whose name says it responds to security incidents", dict(assignment_group="Cyber Defence Centre")),
     ("LOG-003", FAIL, "service desk queue", dict(assignment_group="Service Desk")),
     ("LOG-003", FAIL, "unassigned critical", still_open(severity="critical", assignment_group=None)),
     ("LOG-003", NOT_APPLICABLE, "low-severity security event", dict(severity="low", assignment_group="Service Desk")),

@@ -313,4 +313,13 @@ CASES: list[Case] = [
         why="A ticket raised after the fact with the real resolution time is a record to put right (CLOSE-003), not a "
         "nonconformity of any control.",
     ),
+    Case(
+        "AC-034", "Security incident detected by the SIEM, no person reported it",
+        well_handled(number="INCAC034", opened_at=T0, reporter=None, reported_via="siem", category="malware",
+                     subcategory="trojan", title="EDR alert: trojan beaconing from a finance laptop",
+                     log_refs=["siem:search/4411"]),
+        must=set(),
+        why="A.6.8 asks that people can report events; an event the monitoring detected is recorded with its channel, "
+        "and no reporter is missing.",
+    ),
 ]
