@@ -172,6 +172,11 @@ def well_handled(**overrides: Any) -> dict[str, Any]:
     return inc
 
 
+def _variant(overrides: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """A well-handled record changed into another kind by ``defaults``, then the case's own ``overrides``."""
+    return well_handled(**{**defaults, **overrides})
+
+
 def still_open(**overrides: Any) -> dict[str, Any]:
     """A well-handled security incident still being worked: contained, evidence taken, not resolved."""
     opened: datetime = overrides.pop("opened_at", NOW - 6 * H)
@@ -186,24 +191,20 @@ def still_open(**overrides: Any) -> dict[str, Any]:
 def security_event(**overrides: Any) -> dict[str, Any]:
     """A reported information security event, not yet decided (A.5.25 decides it)."""
     opened: datetime = overrides.pop("opened_at", NOW - 20 * M)
-    number: str = overrides.get("number", "INCAC000")
-    base = dict(
+    return _variant(overrides, dict(
         opened_at=opened, record_type="event", category="security", subcategory="suspicious_activity",
         title="User reports an unexpected MFA prompt", description="Sales user got an MFA push they did not start.",
         severity=None, state="new", assignment_group="SOC Tier 1", assignee=None, reported_via="phone",
         affected_ci="idp-01", assessed_at=None, acknowledged_at=None, contained_at=None, resolved_at=None,
         closed_at=None, updated_at=opened, root_cause=None, resolution_notes=None, lessons_learned=None, evidence=[],
-    )
-    base.update(overrides)
-    base["number"] = number
-    return well_handled(**base)
+    ))
 
 
 def weakness_report(**overrides: Any) -> dict[str, Any]:
     """A reported information security weakness (A.6.8), tracked to its fix (A.8.8); not an incident."""
     opened: datetime = overrides.pop("opened_at", NOW - 5 * D)
     number: str = overrides.get("number", "INCAC000")
-    base = dict(
+    return _variant(overrides, dict(
         opened_at=opened, record_type="weakness", category="vulnerability", subcategory="tls",
         title="Partner portal still accepts TLS 1.0", description="Developer noticed the partner portal negotiates TLS 1.0.",
         severity="medium", state="in_progress", assignment_group="Security Operations", assignee="Vic Vuln",
@@ -211,44 +212,33 @@ def weakness_report(**overrides: Any) -> dict[str, Any]:
         assessed_at=None, acknowledged_at=opened + 2 * H, contained_at=None, resolved_at=None, closed_at=None,
         updated_at=opened + D, root_cause=None, resolution_notes=None, lessons_learned=None, evidence=[],
         vulnerability_refs=[f"VUL-{number}"],
-    )
-    base.update(overrides)
-    base["number"] = number
-    return well_handled(**base)
+    ))
 
 
 def service_request(**overrides: Any) -> dict[str, Any]:
     """A service request kept in the incident table; no check is about it."""
     opened: datetime = overrides.pop("opened_at", NOW - 3 * D)
-    number: str = overrides.get("number", "INCAC000")
-    base = dict(
+    return _variant(overrides, dict(
         opened_at=opened, record_type="request", is_security=False, category="inquiry", subcategory="software_install",
         title="Install a PDF editor", description="User asks for a PDF editor on their laptop.", severity="low",
         state="closed", assignment_group="Service Desk", assignee="Sam Desk", affected_ci="laptop-4411",
         assessed_at=None, acknowledged_at=opened + H, contained_at=None, resolved_at=opened + 4 * H,
         closed_at=opened + D, updated_at=opened + D, root_cause=None, resolution_notes="Installed from the software catalogue.",
         lessons_learned=None, evidence=[],
-    )
-    base.update(overrides)
-    base["number"] = number
-    return well_handled(**base)
+    ))
 
 
 def it_incident(**overrides: Any) -> dict[str, Any]:
     """A complete, closed, non-security IT incident (low printer jam unless overridden)."""
     opened: datetime = overrides.pop("opened_at", NOW - 4 * D)
-    number: str = overrides.get("number", "INCAC000")
-    base = dict(
+    return _variant(overrides, dict(
         opened_at=opened, is_security=False, category="hardware", subcategory="printer",
         title="Printer on floor 2 jams on every job", description="Shared printer PRN-2F jams.", severity="low",
         assignment_group="Desktop Support", assignee="Pat Printer", affected_ci="prn-2f-01", business_unit="Operations",
         reported_via="phone", assessed_at=opened + H, acknowledged_at=opened + H, contained_at=None,
         resolved_at=opened + 5 * H, closed_at=opened + D, updated_at=opened + D,
         root_cause="Worn pickup roller.", resolution_notes="Pickup roller replaced; test pages fine.", lessons_learned=None, evidence=[],
-    )
-    base.update(overrides)
-    base["number"] = number
-    return well_handled(**base)
+    ))
 
 
 # --- collecting ----------------------------------------------------------------------------
