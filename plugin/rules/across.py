@@ -23,10 +23,8 @@ from typing import Any
 from connectors.canonical import FIELDS, OPEN_STATES
 
 from .conditions import human_duration, parse_duration
-from .model import FAIL, NOT_APPLICABLE, PASS, AcrossRule, Check
+from .model import FAIL, NOT_APPLICABLE, PASS, AcrossOutcome, AcrossRule, Check
 from .yamlsource import Location, MappingError, located, only_keys
-
-Outcome = tuple[str, list[str]]
 
 
 class Recurrence(AcrossRule):
@@ -55,8 +53,8 @@ class Recurrence(AcrossRule):
         return None if any(k in (None, "") for k in key) else key  # not in any group: not applicable alone
 
     def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
-                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
-        out: list[Outcome] = [(NOT_APPLICABLE, [])] * len(incidents)
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[AcrossOutcome]:
+        out: list[AcrossOutcome] = [(NOT_APPLICABLE, [])] * len(incidents)
         groups: dict[tuple, list[tuple[datetime, int]]] = defaultdict(list)
         for i, inc in enumerate(incidents):
             key = tuple(inc.get(g) for g in self.group_by)
@@ -97,9 +95,9 @@ class OpenWeakness(AcrossRule):
         return {r for inc in incidents for r in inc.get("weakness_refs") or ()}
 
     def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
-                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[AcrossOutcome]:
         by_number = known if known is not None else {inc["number"]: inc for inc in incidents if inc.get("number")}
-        out: list[Outcome] = []
+        out: list[AcrossOutcome] = []
         for inc in incidents:
             refs = [r for r in inc.get("weakness_refs") or () if r in by_number]
             if not refs or not check.applies.fn(inc, now):
@@ -131,7 +129,7 @@ def compile_rule(node: Any, path: str, loc: Location) -> AcrossRule:
 
 
 def evaluate_across_detailed(check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
-                             known: Mapping[str, Mapping[str, Any]] | None = None) -> list[Outcome]:
+                             known: Mapping[str, Mapping[str, Any]] | None = None) -> list[AcrossOutcome]:
     assert check.rule is not None, f"{check.id} is not a cross-incident check"
     return check.rule.evaluate(check, incidents, now, known)
 

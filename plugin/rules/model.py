@@ -33,6 +33,8 @@ SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 # (status, what is missing, due time): the outcome of one check that applies to one record
 Outcome = tuple[str, list[str], datetime | None]
 _PASSED: Outcome = (PASS, [], None)  # shared: callers never change an outcome's details
+# (status, what is missing): the outcome of a check across incidents on one of them
+AcrossOutcome = tuple[str, list[str]]
 
 
 class AcrossRule:
@@ -46,7 +48,7 @@ class AcrossRule:
     partition_by: tuple[str, ...] = ()
 
     def evaluate(self, check: Check, incidents: Sequence[Mapping[str, Any]], now: datetime,
-                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, list[str]]]:
+                 known: Mapping[str, Mapping[str, Any]] | None = None) -> list[AcrossOutcome]:
         """(status, details) aligned with ``incidents``; ``known`` holds the referenced incidents by number."""
         raise NotImplementedError
 
@@ -100,7 +102,8 @@ class Check:
         if self._requires is not None and not self._requires(incident, now):
             return FAIL, self.requires.explain(incident, now), None
         if self._clock is not None:
-            return self._clock(incident, now)
+            found = self._clock(incident, now)
+            return None if found[0] == NOT_APPLICABLE else found  # no deadline with a known start
         return _PASSED
 
     def evaluate(self, incident: Mapping[str, Any], now: datetime) -> str:

@@ -70,7 +70,7 @@ def applicable_outcomes(ruleset: Ruleset, incident: Mapping[str, Any], now: date
     out = []
     for check in ruleset.incident_checks:
         found = check.outcome(incident, now)
-        if found is not None and found[0] != NOT_APPLICABLE:
+        if found is not None:
             out.append((check.id, *found))
     return out
 
