@@ -166,8 +166,8 @@ def _incident_body(incident: Incident) -> Any:
     findings = sorted(incident.findings, key=lambda f: (f.status != FAIL, f.check_id))
     body = IncidentSchema().dump(incident)
     body["findings"] = FindingSchema(many=True).dump(findings)
-    body["open_gaps"] = sum(1 for f in findings if f.status == FAIL and f.kind == GAP)
-    body["improvements"] = sum(1 for f in findings if f.status == FAIL and f.kind != GAP)
+    body["open_gaps"] = sum(1 for f in findings if f.is_open_gap)
+    body["improvements"] = sum(1 for f in findings if f.status == FAIL and not f.is_open_gap)
     body["pending"] = sum(1 for f in findings if f.status == PENDING)
     # not applicable is stored as the absence of a finding under the ruleset the incident was assessed with
     ruleset = gapbridge().ruleset
@@ -202,12 +202,13 @@ def open_gaps() -> Any:
         if key in args:
             q = q.where(column == args[key])
     rows = db.session.execute(q).all()
-    items = []
-    for finding, number, source, title in rows:
-        item = FindingSchema().dump(finding)
-        item.update(incident_id=finding.incident_id, number=number, source=source, title=title)
-        items.append(item)
+    items = [_listed(finding, number=number, source=source, title=title) for finding, number, source, title in rows]
     return jsonify({"items": items, "next_after": rows[-1][0].id if len(rows) == args["limit"] else None})
+
+
+def _listed(finding: Finding, **incident: Any) -> dict[str, Any]:
+    """A finding in a list, with what identifies its incident."""
+    return {**FindingSchema().dump(finding), "incident_id": finding.incident_id, **incident}
 
 
 @bp.get("/api/v1/deadlines")
@@ -225,9 +226,7 @@ def deadlines() -> Any:
     ruleset = gapbridge().ruleset
     items = []
     for finding, number, source, title, url in db.session.execute(q).all():
-        item = FindingSchema().dump(finding)
         check = ruleset.check(finding.check_id)
-        item.update(incident_id=finding.incident_id, number=number, source=source, title=title, url=url,
-                    what=check.clock.what if check is not None and check.clock is not None else None)
-        items.append(item)
+        items.append(_listed(finding, number=number, source=source, title=title, url=url,
+                             what=check.clock.what if check is not None and check.clock is not None else None))
     return jsonify({"items": items})

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -144,6 +145,16 @@ class Finding(Model):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     incident: Mapped[Incident] = relationship("Incident", back_populates="findings")
+
+    @hybrid_property
+    def is_open_gap(self) -> bool:
+        """The one definition of an open gap: a failed gap; an improvement never is one (a SQL expression on the class)."""
+        return self.status == "fail" and self.kind == "gap"
+
+    @is_open_gap.inplace.expression
+    @classmethod
+    def _is_open_gap_expression(cls) -> sa.ColumnElement[bool]:
+        return sa.and_(cls.status == "fail", cls.kind == "gap")
 
 
 class RejectedRecord(Model):

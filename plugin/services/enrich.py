@@ -30,7 +30,7 @@ MARKER = "[gapbridge:{fingerprint}]"
 CLEAN = "clean"  # the fingerprint of "no open gaps"
 
 
-@dataclass(frozen=True)
+@dataclass
 class TicketFindings:
     """What a ticket is told: open gaps, improvements, clocks still running. (check id, details[, due])."""
 
@@ -81,7 +81,11 @@ def render_note(ruleset: Ruleset, number: str | None, findings: TicketFindings, 
         extra.append(f"{_plural(len(findings.pending), 'deadline')} still running")
     if findings.improvements:
         extra.append(f"{_plural(len(findings.improvements), 'suggested improvement')} (not a gap)")
-    lines = [head + (" " + "; ".join(extra).capitalize() + "." if extra else "" if findings.gaps else " Thank you.")]
+    if extra:
+        head += " " + "; ".join(extra).capitalize() + "."
+    elif not findings.gaps:
+        head += " Thank you."
+    lines = [head]
 
     def by_severity(item: tuple[str, Any]) -> tuple[int, str]:
         check = ruleset.check(item[0])

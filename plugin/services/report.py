@@ -30,11 +30,10 @@ def gap_report(ruleset: Ruleset) -> GapReport:
     ft, it = Finding.__table__, Incident.__table__
     incidents = db.session.scalar(sa.select(sa.func.count()).select_from(it)) or 0
     security = db.session.scalar(sa.select(sa.func.count()).select_from(it).where(it.c.is_security.is_(True))) or 0
-    open_gap = (ft.c.status == FAIL) & (ft.c.kind == GAP)  # an improvement is never an open gap
-    with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(ft.c.incident_id))).where(open_gap)) or 0
+    with_gaps = db.session.scalar(sa.select(sa.func.count(sa.distinct(Finding.incident_id))).where(Finding.is_open_gap)) or 0
     rejected = db.session.scalar(sa.select(sa.func.count()).select_from(RejectedRecord)) or 0
     per_check: dict[str, int] = dict(db.session.execute(
-        sa.select(ft.c.check_id, sa.func.count()).where(open_gap).group_by(ft.c.check_id)).all())
+        sa.select(Finding.check_id, sa.func.count()).where(Finding.is_open_gap).group_by(Finding.check_id)).all())
     per_improvement: dict[str, int] = dict(db.session.execute(
         sa.select(ft.c.check_id, sa.func.count()).where(ft.c.status == FAIL, ft.c.kind != GAP).group_by(ft.c.check_id)).all())
     pending = db.session.scalar(sa.select(sa.func.count()).select_from(ft).where(ft.c.status == PENDING)) or 0
