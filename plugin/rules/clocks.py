@@ -31,7 +31,7 @@ from connectors.canonical import DATETIME_FIELDS, ITEM_KEYS, LIST_FIELDS
 
 from .conditions import ItemView, Record, Scope, compile_condition, duration_lookup, human_duration, param_value, parse_duration
 from .model import FAIL, NOT_APPLICABLE, PASS, PENDING, Outcome
-from .yamlsource import Location, MappingError, MappingErrors, located, only_keys
+from .yamlsource import Location, MappingError, MappingErrors, collecting, located, only_keys
 
 
 class Anchor:
@@ -117,20 +117,14 @@ def compile_clock(node: Any, path: str, loc: Location, scope: Scope) -> Clock:
     for i, item in enumerate(items):
         p = f"{path}.due[{i}]" if isinstance(due, list) else f"{path}.due"
         iloc = located(due, i, loc) if isinstance(due, list) else located(node, "due", loc)
-        try:
-            deadlines.append(_deadline(item, p, iloc, scope))
-        except MappingError as e:
-            faults.append(e)
-        except MappingErrors as e:
-            faults.extend(e.errors)
+        deadline = collecting(faults, _deadline, item, p, iloc, scope)
+        if deadline is not None:
+            deadlines.append(deadline)
     stop: Anchor | None = None
     if "stop" not in node:
         faults.append(MappingError(loc, f"{path}.stop", "a clock needs stop: the time that stops it (a field or {first: list, where: ...})"))
     else:
-        try:
-            stop = compile_anchors(node["stop"], f"{path}.stop", located(node, "stop", loc), scope)
-        except MappingError as e:
-            faults.append(e)
+        stop = collecting(faults, compile_anchors, node["stop"], f"{path}.stop", located(node, "stop", loc), scope)
     if faults:
         raise MappingErrors(faults)
     assert stop is not None and isinstance(what, str)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .across import compile_rule
@@ -13,7 +13,7 @@ from .clocks import compile_clock
 from .conditions import ALWAYS, Predicate, Scope, compile_condition
 from .model import GAP, IMPROVEMENT, KINDS, SEVERITIES, AcrossRule, Check
 from .subprocesses import RELATIONS, Relation, SubProcess
-from .yamlsource import Location, MappingError, MappingErrors, located
+from .yamlsource import Location, MappingError, MappingErrors, collecting, located
 
 CHECK_ID = re.compile(r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)+$")
 CHECK_KEYS = {
@@ -32,15 +32,6 @@ def compile_check(node: Any, path: str, loc: Location, cat: Catalogue, subs: Map
 
     def fault(where: Location, key_path: str, message: str) -> None:
         faults.append(MappingError(where, key_path, message))
-
-    def compiled(make: Callable[[], Any]) -> Any:
-        try:
-            return make()
-        except MappingError as e:
-            faults.append(e)
-        except MappingErrors as e:
-            faults.extend(e.errors)
-        return None
 
     for key in sorted(set(node) - CHECK_KEYS, key=str):
         fault(located(node, key), f"{path}.{key}", f"unknown key; expected one of: {', '.join(sorted(CHECK_KEYS))}")
@@ -105,7 +96,7 @@ def compile_check(node: Any, path: str, loc: Location, cat: Catalogue, subs: Map
         if "rule" not in node:
             fault(loc, path, "a check with scope: across needs a rule")
         else:
-            rule = compiled(lambda: compile_rule(node["rule"], f"{path}.rule", located(node, "rule")))
+            rule = collecting(faults, compile_rule, node["rule"], f"{path}.rule", located(node, "rule"))
         if "clock" in node:
             fault(located(node, "clock"), f"{path}.clock", "a check across incidents has no clock")
     elif "rule" in node:
@@ -113,13 +104,13 @@ def compile_check(node: Any, path: str, loc: Location, cat: Catalogue, subs: Map
     conditions = Scope(params)
     applies: Predicate | None = ALWAYS
     if node.get("applies_when") is not None:
-        applies = compiled(lambda: compile_condition(node["applies_when"], f"{path}.applies_when", located(node, "applies_when"), conditions))
+        applies = collecting(faults, compile_condition, node["applies_when"], f"{path}.applies_when", located(node, "applies_when"), conditions)
     clock = None
     if "clock" in node and scope_kind != "across":
-        clock = compiled(lambda: compile_clock(node["clock"], f"{path}.clock", located(node, "clock"), conditions))
+        clock = collecting(faults, compile_clock, node["clock"], f"{path}.clock", located(node, "clock"), conditions)
     requires: Predicate | None = ALWAYS
     if "requires" in node:
-        requires = compiled(lambda: compile_condition(node["requires"], f"{path}.requires", located(node, "requires"), conditions))
+        requires = collecting(faults, compile_condition, node["requires"], f"{path}.requires", located(node, "requires"), conditions)
     elif "clock" not in node and not (isinstance(node.get("rule"), dict) and node["rule"].get("type") == "open_weakness"):
         fault(loc, path, "missing required key 'requires' (or a clock)")
     if faults:

@@ -32,7 +32,7 @@ from typing import Any, Protocol, overload
 
 from connectors.canonical import DATETIME_FIELDS, FIELD_VALUES, FIELDS, ITEM_KEYS, ITEM_VALUES, LIST_FIELDS, parse_utc
 
-from .yamlsource import LocatedDict, LocatedList, Location, MappingError, MappingErrors, located, only_keys
+from .yamlsource import LocatedDict, LocatedList, Location, MappingError, MappingErrors, collecting, located, only_keys
 
 
 class Record(Protocol):
@@ -247,17 +247,13 @@ def _combine(node: dict, kind: str, path: str, loc: Location, scope: Scope) -> P
     items = node[kind]
     if not isinstance(items, list) or not items:
         raise MappingError(located(node, kind, loc), f"{path}.{kind}", "expected a non-empty list of conditions")
-    compiled, faults = [], []
-    for i, c in enumerate(items):  # every faulty branch is reported, not only the first
-        try:
-            compiled.append(compile_condition(c, f"{path}.{kind}[{i}]", located(items, i, loc), scope))
-        except MappingError as e:
-            faults.append(e)
-        except MappingErrors as e:
-            faults.extend(e.errors)
+    faults: list[MappingError] = []
+    # every faulty branch is reported, not only the first
+    compiled = [collecting(faults, compile_condition, c, f"{path}.{kind}[{i}]", located(items, i, loc), scope)
+                for i, c in enumerate(items)]
     if faults:
         raise faults[0] if len(faults) == 1 else MappingErrors(faults)
-    children = tuple(compiled)
+    children = tuple(c for c in compiled if c is not None)
     fns = tuple(c.fn for c in children)
     if kind == "all":
         def fn(inc: Record, now: datetime) -> bool:

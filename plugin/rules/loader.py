@@ -25,7 +25,7 @@ from .compiler import compile_check
 from .model import Check, Ruleset
 from .overrides import apply_override, load_overrides
 from .subprocesses import load_subprocesses
-from .yamlsource import Location, MappingError, MappingErrors, display_name, load_or_note, located
+from .yamlsource import Location, MappingError, MappingErrors, collecting, display_name, load_or_note, located
 
 
 def _check_docs(root: Path, overlays: Iterable[str], errors: list[MappingError]) -> list[tuple[Any, str, Location, str | None]]:
@@ -104,13 +104,8 @@ def load_ruleset(root: Path, *, overrides: Path | None = None, overlays: Iterabl
                 seen[cid] = loc
                 continue
             node = apply_override(node, ov, cid, errors, provenance)
-        try:
-            check = compile_check(node, path, loc, cat, subs, relations, overlay, provenance)
-        except MappingError as e:
-            errors.append(e)
-            continue
-        except MappingErrors as e:
-            errors.extend(e.errors)
+        check = collecting(errors, compile_check, node, path, loc, cat, subs, relations, overlay, provenance)
+        if check is None:
             continue
         if check.id in seen:
             errors.append(MappingError(loc, f"{path}.id", f"duplicate check id {check.id!r} (first defined at {seen[check.id]})"))

@@ -12,11 +12,14 @@ ruleset. Its nodes carry the same line marks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,17 @@ class MappingErrors(Exception):
     def __init__(self, errors: list[MappingError]) -> None:
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+def collecting(faults: list[MappingError], make: Callable[..., T], *args: Any) -> T | None:
+    """``make(*args)``, or None with its fault (or faults) added to ``faults``: lint mode goes on past a fault."""
+    try:
+        return make(*args)
+    except MappingError as e:
+        faults.append(e)
+    except MappingErrors as e:
+        faults.extend(e.errors)
+    return None
 
 
 def load_yaml(path: Path, display_name: str | None = None) -> Any:
