@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from plugin.rules import across
 from plugin.rules.loader import load_ruleset
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING
 
@@ -610,10 +611,6 @@ def test_the_override_example_loads_and_shows_each_kind_of_override() -> None:
 # --- checks across incidents -----------------------------------------------------------------
 
 
-def _across():
-    return pytest.importorskip("plugin.rules.across", reason="checks across incidents are not supported by the engine yet")
-
-
 def test_across_checks_are_shipped(base_ruleset) -> None:
     assert {"LEARN-002", "REPT-006"} <= {c.id for c in base_ruleset.checks}
 
@@ -624,7 +621,6 @@ def recurring(n: int, spacing: timedelta, **kw: Any) -> list[dict[str, Any]]:
 
 
 def test_learn_002_recurring_incidents_need_a_problem_record(ruleset) -> None:
-    across = _across()
     check = ruleset.check("LEARN-002")
     # three on the same item and category within 30 days: each needs the problem record
     group = recurring(3, D)
@@ -646,7 +642,6 @@ def test_learn_002_recurring_incidents_need_a_problem_record(ruleset) -> None:
 
 
 def test_rept_006_referenced_weakness_open_too_long(ruleset) -> None:
-    across = _across()
     check = ruleset.check("REPT-006")
     weakness = create_incident(number="VUL0001", **still_open(45 * D, category="vulnerability"))
     young = create_incident(number="VUL0002", **still_open(10 * D, category="vulnerability"))
