@@ -61,13 +61,15 @@ def main() -> None:
 
     from connectors.canonical import FIELDS
     from connectors.servicenow import ServiceNowConnector
-    from plugin import create_app, gapbridge
-    from plugin.cli import demo_config, migrate_db
+    from plugin import create_app
+    from plugin.cli import migrate_db
+    from plugin.cli.pipeline import demo_config
     from plugin.extensions import db
     from plugin.models import Incident
     from plugin.services.assess import applicable_outcomes, assess
     from plugin.services.store import canonical_from_row
     from plugin.services.sync import sync_source
+    from plugin.state import gapbridge
 
     work = Path(tempfile.mkdtemp(prefix="gapbridge-bench-"))
     itsm_db = work / "itsm.sqlite"

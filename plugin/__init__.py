@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -12,65 +11,13 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from .config import ConfigError, load_config
+from .config import load_config
 from .extensions import db, json_dumps, migrate
-from .rules.loader import load_ruleset
-from .rules.model import Ruleset
+from .state import GapBridge
 
-__all__ = ["create_app", "ConfigError", "GapBridge"]
+__all__ = ["create_app"]
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
-
-
-def shipped_mappings() -> Path:
-    """The mappings folder installed with GapBridge (a namespace package of YAML files)."""
-    spec = importlib.util.find_spec("mappings")
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        if (Path(location) / "subprocesses.yaml").is_file():
-            return Path(location)
-    return Path(__file__).resolve().parent.parent / "mappings"
-
-
-class GapBridge:
-    """Per-app state: the validated configuration and the running ruleset."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self._ruleset: Ruleset | None = None
-
-    @property
-    def mappings_root(self) -> Path:
-        return Path(self.config["mappings"]["path"]) if self.config["mappings"]["path"] else shipped_mappings()
-
-    @property
-    def overrides_path(self) -> Path | None:
-        p = self.config["mappings"]["overrides"]
-        return Path(p) if p else None
-
-    def compile_ruleset(self) -> Ruleset:
-        return load_ruleset(self.mappings_root, overrides=self.overrides_path, overlays=self.config["mappings"]["regulatory"])
-
-    @property
-    def ruleset(self) -> Ruleset:
-        if self._ruleset is None:
-            self._ruleset = self.compile_ruleset()
-        return self._ruleset
-
-    def reload_ruleset(self) -> Ruleset:
-        """Recompile; on failure raise and keep the last good ruleset running."""
-        new = self.compile_ruleset()
-        self._ruleset = new
-        return new
-
-    def connector(self, name: str) -> Any:
-        from connectors.base import connector_class
-
-        try:
-            options = self.config["connectors"][name]
-        except KeyError:
-            known = ", ".join(sorted(self.config["connectors"])) or "none configured"
-            raise ConfigError(f"no connector named {name!r} in the configuration (configured: {known})") from None
-        return connector_class(options["type"])(name, options)
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | Path | None = None,
@@ -130,9 +77,3 @@ def _sqlite_pragmas(app: Flask) -> None:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-
-
-def gapbridge(app: Flask | None = None) -> GapBridge:
-    from flask import current_app
-
-    return (app or current_app).extensions["gapbridge"]

@@ -14,10 +14,10 @@ from flask import Blueprint, abort, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from . import gapbridge
 from .extensions import db
 from .models import Finding, Incident
 from .rules.model import FAIL, GAP, KINDS, PENDING, SEVERITIES
+from .state import gapbridge
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger("gapbridge.api")

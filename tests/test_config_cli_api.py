@@ -9,12 +9,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from plugin import gapbridge
 from plugin.cli import main
 from plugin.config import ConfigError, load_config, redact
 from plugin.extensions import db
 from plugin.services.assess import assess
 from plugin.services.sync import sync_source
+from plugin.state import gapbridge
 
 from .conftest import NOW, REPO
 from .fakes import FakeConnector, FakeTicketing
@@ -167,7 +167,7 @@ def api_app(app_factory):
     with app.app_context():
         tool = FakeTicketing(9)
         sync_source(FakeConnector(tool))
-        from plugin import gapbridge
+        from plugin.state import gapbridge
 
         assess(gapbridge().ruleset, now=NOW)
         db.session.remove()

@@ -23,13 +23,14 @@ from click.testing import CliRunner
 from connectors.canonical import FIELDS
 from connectors.servicenow import ServiceNowConnector
 from demo_itsm import DemoITSM
-from plugin import gapbridge
-from plugin.cli import demo_config, main, run_sync, run_writeback
+from plugin.cli import main
+from plugin.cli.pipeline import demo_config, run_sync, run_writeback
 from plugin.extensions import db
 from plugin.models import Finding, Incident, OutboxItem, SyncBookmark, SyncRun
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.sync import sync_source
+from plugin.state import gapbridge
 
 from .conftest import REPO
 

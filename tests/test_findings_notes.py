@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from plugin import gapbridge
 from plugin.extensions import db
 from plugin.models import Finding, Incident, OutboxItem, utcnow
 from plugin.rules.loader import load_ruleset
@@ -17,6 +16,7 @@ from plugin.services.assess import assess
 from plugin.services.enrich import CLEAN, TicketFindings, drain, enrichment_fields, fingerprint, plan, render_note
 from plugin.services.report import format_report, gap_report
 from plugin.services.sync import sync_source
+from plugin.state import gapbridge
 
 from .conftest import REPO
 from .fakes import FakeConnector, FakeTicketing

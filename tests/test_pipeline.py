@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from plugin import gapbridge
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
@@ -16,6 +15,7 @@ from plugin.services.assess import assess
 from plugin.services.enrich import drain, plan
 from plugin.services.store import acquire_lease
 from plugin.services.sync import SyncBusyError, sync_source, worker_process_available
+from plugin.state import gapbridge
 
 from .conftest import NOW
 from .fakes import FakeConnector, FakeTicketing

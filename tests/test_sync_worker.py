@@ -15,11 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.base import Page, RateLimitedError, ServerError
-from plugin import gapbridge
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, RejectedRecord, SyncBookmark, SyncRun
 from plugin.services import sync as sync_module
 from plugin.services.sync import FetchWorkerError, sync_source, worker_process_available
+from plugin.state import gapbridge
 
 from .fakes import FakeConnector, FakeTicketing
 

@@ -21,11 +21,11 @@ import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, OPEN_STATES
 
-from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PENDING, Ruleset
+from . import audit
 from .store import JsonText, bulk_update, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
 
 log = logging.getLogger("gapbridge.assess")

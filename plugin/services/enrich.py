@@ -17,11 +17,11 @@ from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, Enrichment, FatalConnectorError, RetriableConnectorError
 
-from .. import audit
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, utcnow
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
+from . import audit
 from .sync import worker_id
 
 log = logging.getLogger("gapbridge.writeback")

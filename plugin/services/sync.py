@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from connectors.base import Connector, ConnectorError, NormalizationError, Page
 
-from .. import audit
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
+from . import audit
 from .assess import AssessSummary, Outcome, applicable_outcomes, store_outcomes
 from .store import (
     EncodedIncidents,

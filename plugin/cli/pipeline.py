@@ -1,82 +1,22 @@
-"""The ``gapbridge`` command."""
+"""The pipeline commands: sync, assess, write back, report, serve, the database, and the demo."""
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 from flask import Flask
 
 from connectors.base import ConnectorError, FatalConnectorError
 
-from . import ConfigError, create_app, gapbridge
-from .config import load_config
-from .rules.yamlsource import MappingErrors
-
-log = logging.getLogger("gapbridge")
-
-USER_ERROR = 2
-
-
-def fail(message: str, code: int = USER_ERROR) -> NoReturn:
-    click.echo(f"gapbridge: {message}", err=True)
-    sys.exit(code)
-
-
-class Context:
-    def __init__(self, config_path: str | None) -> None:
-        self.config_path = config_path
-        self._app: Flask | None = None
-
-    def app(self, config: dict[str, Any] | None = None) -> Flask:
-        if self._app is None:
-            try:
-                self._app = create_app(config_path=self.config_path, gapbridge_config=config)
-                with self._app.app_context():
-                    _ = gapbridge(self._app).ruleset  # a bad mapping stops start-up here
-            except ConfigError as exc:
-                fail(f"configuration error:\n{exc}")
-            except MappingErrors as exc:
-                fail(f"mapping error ({len(exc.errors)}):\n{exc}")
-        return self._app
-
-    def close(self) -> None:
-        """Close the database connections of the app this command built."""
-        if self._app is not None:
-            from .extensions import db
-
-            with self._app.app_context():
-                db.session.remove()
-                db.engine.dispose()
-
-
-def migrate_db(app: Flask) -> None:
-    from flask_migrate import upgrade
-
-    with app.app_context():
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        upgrade()
-
-
-@click.group()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="GAPBRIDGE_CONFIG",
-              help="Configuration file (default: $GAPBRIDGE_CONFIG, else built-in defaults).")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-@click.pass_context
-def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
-    """GapBridge: ITSM incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(config_path)
-    ctx.call_on_close(ctx.obj.close)
-
-
-# --- the pipeline ----------------------------------------------------------------------
+from ..config import ConfigError, load_config
+from ..state import gapbridge
+from . import Context, fail, log, main, migrate_db
 
 
 def _progress(label: str) -> Callable[[Any, int | None], None]:
@@ -97,8 +37,8 @@ def _progress(label: str) -> Callable[[Any, int | None], None]:
 def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False, write_back: bool | None = None,
              quiet: bool = False) -> int:
     """Sync, assess and (unless switched off) write back; returns the exit status."""
-    from .services.assess import assess
-    from .services.sync import SyncBusyError, sync_source
+    from ..services.assess import assess
+    from ..services.sync import SyncBusyError, sync_source
 
     status = 0
     with app.app_context():
@@ -143,7 +83,7 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
 
 
 def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed: bool = False, quiet: bool = False) -> int:
-    from .services.enrich import drain, plan
+    from ..services.enrich import drain, plan
 
     with app.app_context():
         state = gapbridge(app)
@@ -182,7 +122,7 @@ def sync(obj: Context, sources: tuple[str, ...], full: bool, no_writeback: bool)
 @click.pass_obj
 def assess(obj: Context, everything: bool) -> None:
     """Evaluate stale incidents against the loaded mappings."""
-    from .services.assess import assess as run_assess
+    from ..services.assess import assess as run_assess
 
     app = obj.app()
     migrate_db(app)
@@ -209,7 +149,7 @@ def writeback(obj: Context, retry_failed: bool) -> None:
 @click.pass_obj
 def report(obj: Context) -> None:
     """Print open gaps by control and by ITIL sub-process."""
-    from .services.report import format_report, gap_report
+    from ..services.report import format_report, gap_report
 
     app = obj.app()
     migrate_db(app)
@@ -254,7 +194,7 @@ def db_upgrade(obj: Context) -> None:
     click.echo("database is up to date")
 
 
-# --- demo --------------------------------------------------------------------------------
+# --- demo
 
 
 def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
@@ -298,7 +238,7 @@ def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int
     """Run a demo ITSM, sync and assess it, write gaps back, and serve GapBridge."""
     from demo_itsm import DemoITSM
 
-    from .services.report import format_report, gap_report
+    from ..services.report import format_report, gap_report
 
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,114 +266,3 @@ def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int
             _serve(app, host, port)
         finally:
             stop.set()
-
-
-# --- mappings ----------------------------------------------------------------------------
-
-
-@main.group()
-def mappings() -> None:
-    """Validate, explain and export the mappings."""
-
-
-def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None, overlays: tuple[str, ...] = ()) -> Any:
-    """The ruleset as configured, with command-line choices laid over; exit 2 on any fault."""
-    from . import shipped_mappings
-    from .rules.loader import load_ruleset
-
-    try:
-        cfg = load_config(Path(obj.config_path) if obj.config_path else None)
-    except ConfigError as exc:
-        fail(f"configuration error:\n{exc}")
-    base = Path(root) if root else Path(cfg["mappings"]["path"]) if cfg["mappings"]["path"] else shipped_mappings()
-    ov = Path(overrides) if overrides else Path(cfg["mappings"]["overrides"]) if cfg["mappings"]["overrides"] else None
-    try:
-        return load_ruleset(base, overrides=ov, overlays=overlays or cfg["mappings"]["regulatory"])
-    except MappingErrors as exc:
-        fail(f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in the mappings:\n{exc}")
-
-
-_ruleset_options = [
-    click.option("--path", "root", type=click.Path(file_okay=False), help="A mappings folder (default: the configured one)."),
-    click.option("--overrides", type=click.Path(dir_okay=False), help="An organisation's override file (default: the configured one)."),
-    click.option("--overlay", "overlays", multiple=True, type=click.Choice(["gdpr", "nis2", "dora"]),
-                 help="Regulatory overlays to switch on (default: the configured ones)."),
-]
-
-
-def ruleset_options(fn: Any) -> Any:
-    for option in reversed(_ruleset_options):
-        fn = option(fn)
-    return fn
-
-
-@mappings.command("validate")
-@ruleset_options
-@click.pass_obj
-def mappings_validate(obj: Context, root: str | None, overrides: str | None, overlays: tuple[str, ...]) -> None:
-    """Report every error in the mappings in one pass."""
-    rs = _ruleset(obj, root, overrides, overlays)
-    click.echo(f"ok: {len(rs.checks)} checks, {len(rs.subprocesses)} sub-processes, "
-               f"{len(rs.catalogue.controls['2022'])} + {len(rs.catalogue.controls['2013'])} controls and clauses; ruleset {rs.hash}")
-
-
-
-@mappings.command("explain")
-@click.argument("check_id")
-@ruleset_options
-@click.pass_obj
-def mappings_explain(obj: Context, check_id: str, root: str | None, overrides: str | None, overlays: tuple[str, ...]) -> None:
-    """What CHECK_ID checks, why, for which controls, and its effective values."""
-    from .rules.publish import explain
-
-    rs = _ruleset(obj, root, overrides, overlays or ("gdpr", "nis2", "dora"))
-    check = rs.check(check_id.upper())
-    if check is None:
-        fail(f"no check {check_id!r}; known: {', '.join(c.id for c in rs.checks)}")
-    click.echo(explain(rs, check))
-
-
-@mappings.command("export")
-@click.option("--format", "fmt", type=click.Choice(["ciso-assistant"]), required=True)
-@click.option("--output", type=click.Path(file_okay=False), default=".", show_default=True, help="Folder for the library files.")
-@ruleset_options
-@click.pass_obj
-def mappings_export(obj: Context, fmt: str, output: str, root: str | None, overrides: str | None, overlays: tuple[str, ...]) -> None:
-    """Export the ITIL -> ISO 27001:2022 relations for another tool."""
-    from .rules.publish import ciso_assistant_libraries, dump_yaml
-
-    rs = _ruleset(obj, root, overrides, overlays)
-    folder = Path(output)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, doc in ciso_assistant_libraries(rs).items():
-        (folder / name).write_text(dump_yaml(doc), encoding="utf-8")
-        click.echo(f"wrote {folder / name}")
-
-
-@mappings.command("docs")
-@click.option("--output", type=click.Path(dir_okay=False), default="docs/mappings.md", show_default=True)
-@click.option("--check", "check_only", is_flag=True, help="Exit 1 if the file is out of date instead of writing it.")
-@click.pass_obj
-def mappings_docs(obj: Context, output: str, check_only: bool) -> None:
-    """Generate docs/mappings.md from the shipped mappings and every overlay."""
-    from . import shipped_mappings
-    from .rules.loader import load_ruleset
-    from .rules.publish import mappings_markdown
-
-    try:
-        text = mappings_markdown(load_ruleset(shipped_mappings(), overlays=("dora", "gdpr", "nis2")))
-    except MappingErrors as exc:
-        fail(f"mapping error:\n{exc}")
-    path = Path(output)
-    if check_only:
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
-            fail(f"{path} is out of date; run: gapbridge mappings docs", code=1)
-        click.echo(f"{path} is up to date")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {path}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

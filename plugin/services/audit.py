@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .extensions import db
-from .models import AuditEvent, utcnow
+from ..extensions import db
+from ..models import AuditEvent, utcnow
 
 
 def record(action: str, subject_type: str, subject_id: Any = None, *, actor: str = "gapbridge", **details: Any) -> None:
@@ -17,7 +17,7 @@ def record(action: str, subject_type: str, subject_id: Any = None, *, actor: str
 def record_many(rows: list[dict[str, Any]]) -> None:
     """Add many events (dicts of action, subject_type, subject_id, details) in one statement."""
     if rows:
-        from .services.store import bulk_write
+        from .store import bulk_write
 
         now = utcnow()
         bulk_write(AuditEvent.__table__, [{"at": now, "actor": "gapbridge", **r} for r in rows],

@@ -1,0 +1,3 @@
+"""``gapbridge audit``: the audit log."""
+
+from __future__ import annotations

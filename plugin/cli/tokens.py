@@ -1,0 +1,3 @@
+"""``gapbridge tokens``: API tokens."""
+
+from __future__ import annotations
