@@ -235,7 +235,10 @@ class Lease(Model):
 
 
 class AuditEvent(Model):
-    """Append-only: rows are inserted, never updated or deleted."""
+    """Append-only and hash-chained: each row carries the hash of the row before it and of its own content.
+
+    Rows are inserted, never updated or deleted (on PostgreSQL a trigger refuses both).
+    """
 
     __tablename__ = "audit_log"
 
@@ -246,3 +249,70 @@ class AuditEvent(Model):
     subject_type: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     subject_id: Mapped[str | None] = mapped_column(sa.String(128))
     details: Mapped[Any] = mapped_column(JSONType, nullable=False, default=dict)
+    # the chain: sequence numbers 1, 2, 3, ... with no hole; prev_hash of row 1 is the genesis value
+    seq: Mapped[int | None] = mapped_column(sa.BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    row_hash: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+TOKEN_ROLES = ("auditor", "isms_manager", "admin")
+
+
+class ApiToken(Model):
+    """An API token: only its SHA-256 is stored (tokens are 256 random bits, so a slow hash adds nothing)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(128), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(sa.Enum(*TOKEN_ROLES, name="token_role", native_enum=False, create_constraint=True), nullable=False)
+    # the first characters of the token, shown in listings so an operator can tell tokens apart
+    prefix: Mapped[str] = mapped_column(sa.String(16), nullable=False)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(128))
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ApiTokenUse(Model):
+    """Requests per token and hour, rolled up (the audit log gets one row per token and hour, not one per request)."""
+
+    __tablename__ = "api_token_use"
+
+    token_id: Mapped[int] = mapped_column(sa.Integer, sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    requests: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    denied: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+
+
+class RiskAcceptance(Model):
+    """An ISMS manager's acceptance of a gap: one incident's finding of a check, or a check over a scope.
+
+    A scope column left empty matches every value. It never deletes a finding: a failed gap under an
+    active acceptance counts as accepted instead of failing, until it expires or is revoked.
+    """
+
+    __tablename__ = "risk_acceptances"
+    __table_args__ = (sa.Index("ix_risk_acceptances_check", "check_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    check_id: Mapped[str] = mapped_column(sa.String(64), nullable=False)
+    # one incident's finding; else the scope below (no ondelete: an acceptance is never lost with its incident)
+    incident_id: Mapped[int | None] = mapped_column(sa.Integer, sa.ForeignKey("incidents.id"), index=True)
+    scope_source: Mapped[str | None] = mapped_column(sa.String(64))
+    scope_business_unit: Mapped[str | None] = mapped_column(sa.String(255))
+    scope_category: Mapped[str | None] = mapped_column(sa.String(128))
+    justification: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    approver: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    created_by: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[str | None] = mapped_column(sa.String(128))
+    revoke_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # set by the expiry job once the tickets concerned were told it ran out
+    expiry_recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -40,3 +40,14 @@ def test_0002_derives_record_types_and_finding_kinds_from_what_0001_stored(app) 
             "details, ruleset_hash, evaluated_at, due_at) VALUES (2, 'NIS2-001', 'pending', 'gap', 'critical', 'reporting', 'gap', "
             "'[]', '[]', '[]', 'r', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
         db.session.commit()
+
+
+def test_migrations_build_the_schema_the_models_describe(app) -> None:
+    """A model changed without its migration (or the reverse) shows up here, on SQLite and PostgreSQL."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with app.app_context():
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), db.metadata)
+    assert diff == []

@@ -1,0 +1,57 @@
+"""Whether a failed gap is under an accepted risk, as SQL (for counts and lists) and in Python (for one ticket).
+
+An acceptance is in force from its creation until it expires or is revoked. It covers a finding of its
+check on one incident, or on every incident its scope matches (a scope column left empty matches all).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from ..models import Finding, Incident, RiskAcceptance
+
+
+def in_force(now: datetime) -> sa.ColumnElement[bool]:
+    ra = RiskAcceptance
+    return sa.and_(ra.revoked_at.is_(None), ra.expires_at > now)
+
+
+def covers(acceptance: type[RiskAcceptance] | sa.orm.util.AliasedClass, finding: type[Finding] = Finding,
+           incident: type[Incident] = Incident) -> sa.ColumnElement[bool]:
+    """The acceptance's check and scope match the finding and its incident (both must be in the query)."""
+    ra = acceptance
+    return sa.and_(
+        ra.check_id == finding.check_id,
+        sa.or_(
+            ra.incident_id == finding.incident_id,
+            sa.and_(
+                ra.incident_id.is_(None),
+                sa.or_(ra.scope_source.is_(None), ra.scope_source == incident.source),
+                sa.or_(ra.scope_business_unit.is_(None), ra.scope_business_unit == incident.business_unit),
+                sa.or_(ra.scope_category.is_(None), ra.scope_category == incident.category),
+            ),
+        ),
+    )
+
+
+def accepted_clause(now: datetime) -> sa.ColumnElement[bool]:
+    """A failed gap with an acceptance in force at ``now`` (the query must join Finding and Incident)."""
+    return sa.and_(Finding.is_open_gap, sa.exists().where(in_force(now), covers(RiskAcceptance)).correlate(Finding, Incident))
+
+
+def open_gap_clause(now: datetime) -> sa.ColumnElement[bool]:
+    """The open gaps the API, reports and exports count: failed gaps no acceptance covers."""
+    return sa.and_(Finding.is_open_gap, ~sa.exists().where(in_force(now), covers(RiskAcceptance)).correlate(Finding, Incident))
+
+
+def matches(acceptance: RiskAcceptance, check_id: str, incident: Incident, now: datetime) -> bool:
+    """The same as ``covers`` and ``in_force``, for one ticket already loaded."""
+    if acceptance.revoked_at is not None or acceptance.expires_at <= now or acceptance.check_id != check_id:
+        return False
+    if acceptance.incident_id is not None:
+        return acceptance.incident_id == incident.id
+    return all(want is None or want == have for want, have in (
+        (acceptance.scope_source, incident.source), (acceptance.scope_business_unit, incident.business_unit),
+        (acceptance.scope_category, incident.category)))
