@@ -143,6 +143,8 @@ class Finding(Model):
     first_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # when the clock of a time-bound check falls (or fell) due; set for pending findings and failed clocks
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # when a failed gap came to pass (kept while it passes): the resolved gaps an auditor asks about
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     incident: Mapped[Incident] = relationship("Incident", back_populates="findings")
 

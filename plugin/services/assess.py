@@ -24,7 +24,7 @@ from connectors.canonical import FIELDS, OPEN_STATES
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..rules.across import evaluate_across_detailed
-from ..rules.model import FAIL, NOT_APPLICABLE, PENDING, Ruleset
+from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
 from . import audit
 from .store import JsonText, bulk_update, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
 
@@ -131,11 +131,11 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     ft = Finding.__table__
     mine = (ft.c.incident_id.in_(sa.bindparam("ids", expanding=True))
             & ft.c.check_id.not_in([c.id for c in ruleset.across_checks]))
-    previous: dict[int, dict[str, tuple[str, Any]]] = {}
+    previous: dict[int, dict[str, tuple[str, Any, Any]]] = {}
     if ids:
-        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at).where(mine),
-                                    {"ids": ids}):
-            previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at)
+        for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status, ft.c.first_failed_at, ft.c.resolved_at)
+                                    .where(mine), {"ids": ids}):
+            previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at, f.resolved_at)
     n_checks = len(ruleset.incident_checks)
     # rows go to the driver as tuples: per check, its constant columns are encoded once
     dialect = db.engine.dialect.name
@@ -152,12 +152,9 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
             summary.statuses[status] += 1
             before = before_all.get(check_id)
             was_fail = before is not None and before[0] == FAIL
-            if status != FAIL:
-                first_failed = None
-            else:  # a gap that stays open keeps the time it opened
-                first_failed = encode_time(before[1]) if before is not None and was_fail else evaluated_at
+            first_failed, resolved = _fail_times(status, before, encode_time, evaluated_at)
             findings.append((*constants[check_id], row.id, status, _details_json(details), evaluated_at, first_failed,
-                             None if due_at is None else encode_time(due_at)))
+                             None if due_at is None else encode_time(due_at), resolved))
             if status == FAIL:
                 failing.add(check_id)
                 if not was_fail:
@@ -182,7 +179,19 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
 
 # a finding row as it goes to the driver: the check's constants (``check_constants``), then the outcome
 FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "kind", "controls_2022", "controls_2013", "ruleset_hash",
-                   "incident_id", "status", "details", "evaluated_at", "first_failed_at", "due_at"]
+                   "incident_id", "status", "details", "evaluated_at", "first_failed_at", "due_at", "resolved_at"]
+
+
+def _fail_times(status: str, before: tuple[str, Any, Any] | None, encode_time: Any, evaluated_at: Any) -> tuple[Any, Any]:
+    """(first_failed_at, resolved_at): an open gap keeps the time it opened; one that came to pass keeps when it did."""
+    if status == FAIL:
+        return (encode_time(before[1]) if before is not None and before[0] == FAIL else evaluated_at), None
+    if status == PASS and before is not None:
+        if before[0] == FAIL:
+            return None, evaluated_at
+        if before[0] == PASS and before[2] is not None:
+            return None, encode_time(before[2])
+    return None, None
 
 
 def check_constants(check: Any, ruleset_hash: str) -> tuple[Any, ...]:
@@ -270,7 +279,7 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
     before: dict[int, Any] = {}
     for start in range(0, len(ids), BATCH):  # a batch holds a whole partition, however large: keep IN lists short
         before.update((f.incident_id, f) for f in db.session.execute(
-            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.ruleset_hash)
+            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.resolved_at, ft.c.ruleset_hash)
             .where(ft.c.check_id == check.id, some), {"ids": ids[start:start + BATCH]}))
     encode_time = column_encoder(ft, "evaluated_at", db.engine.dialect.name)
     evaluated_at = encode_time(now)
@@ -286,11 +295,9 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
         elif old is not None and (old.status, list(old.details or []), old.ruleset_hash) == (status, details, ruleset.hash):
             continue
         else:
-            if status != FAIL:
-                first_failed = None
-            else:  # a gap that stays open keeps the time it opened
-                first_failed = encode_time(old.first_failed_at) if old is not None and old.status == FAIL else evaluated_at
-            changed.append((*constants, incident_id, status, _details_json(details), evaluated_at, first_failed, None))
+            first_failed, resolved = _fail_times(
+                status, None if old is None else (old.status, old.first_failed_at, old.resolved_at), encode_time, evaluated_at)
+            changed.append((*constants, incident_id, status, _details_json(details), evaluated_at, first_failed, None, resolved))
             if old is not None:
                 superseded.append(incident_id)
         summary.statuses[status] += 1
