@@ -31,6 +31,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import requests
 from marshmallow import Schema
 
+from .options import ServiceUrl as ServiceUrl
+from .redact import redact_urls as redact_urls
+from .redact import redacted_traceback as redacted_traceback
+
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "gapbridge.connectors"
@@ -40,7 +44,14 @@ ENTRY_POINT_GROUP = "gapbridge.connectors"
 
 
 class ConnectorError(Exception):
-    """Anything a connector raises."""
+    """Anything a connector raises.
+
+    Its message is redacted when it is built (``redact_urls``): error texts are logged, stored on
+    sync runs and outbox items and shown, and they often quote a URL with its query.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_urls(str(a)) if isinstance(a, str | BaseException) else a for a in args))
 
 
 class FatalConnectorError(ConnectorError):
@@ -93,6 +104,12 @@ class NormalizationError(ConnectorError):
 
 class ConfigurationError(ConnectorError):
     """The connector's configuration is invalid."""
+
+
+def error_text(exc: BaseException) -> str:
+    """An error as GapBridge stores, logs and shows it: a connector's message, anything else with its type; redacted."""
+    text = str(exc) if isinstance(exc, ConnectorError) else f"{type(exc).__name__}: {exc}"
+    return redact_urls(text)
 
 
 # --- the contract ------------------------------------------------------------------

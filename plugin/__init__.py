@@ -46,9 +46,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
         _sqlite_pragmas(app)
     app.extensions["gapbridge"] = GapBridge(config)
 
-    from .api import bp as api_bp
+    from .web.api import init_api
+    from .web.health import bp as health_bp
 
-    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    init_api(app)
     return app
 
 

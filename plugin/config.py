@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from connectors.base import ConfigurationError, connector_class
+from connectors.base import ConfigurationError, connector_class, redact_urls
 
 from .rules.yamlsource import LocatedDict, LocatedList, Location, MappingError, load_yaml
 
@@ -63,6 +65,19 @@ class ApiSchema(Schema):
 
     # The read-only JSON endpoints; local-only until the authenticated auditor API lands.
     enabled = fields.Boolean(load_default=False)
+    # per token and per process (plugin.web.auth); the burst defaults to ten seconds' worth
+    rate_limit_per_minute = fields.Integer(load_default=600, validate=validate.Range(min=1, max=1_000_000))
+    rate_limit_burst = fields.Integer(load_default=None, validate=validate.Range(min=1, max=1_000_000))
+    # the longest a token may live: a forgotten token should run out on its own
+    token_max_days = fields.Integer(load_default=365, validate=validate.Range(min=1, max=3650))
+
+
+class RiskSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # an accepted risk is reviewed at least this often: no acceptance may run longer from when it is given or amended
+    max_acceptance_days = fields.Integer(load_default=365, validate=validate.Range(min=1, max=3650))
 
 
 class ConnectorInstanceSchema(Schema):
@@ -85,6 +100,7 @@ class ConfigSchema(Schema):
     outbox = fields.Nested(OutboxSchema, load_default=lambda: OutboxSchema().load({}))
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
     api = fields.Nested(ApiSchema, load_default=lambda: ApiSchema().load({}))
+    risk = fields.Nested(RiskSchema, load_default=lambda: RiskSchema().load({}))
 
     @validates_schema
     def _connector_types(self, data: Mapping[str, Any], **_: Any) -> None:
@@ -197,17 +213,33 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> dict
     if problems:
         raise ConfigError("\n".join(problems))
     config["connectors"] = validated
-    if env.get("DATABASE_URL"):
-        config["database_url"] = env["DATABASE_URL"]
-    if env.get("GAPBRIDGE_DATABASE_URL"):
-        config["database_url"] = env["GAPBRIDGE_DATABASE_URL"]
+    origin = f"{_locate(doc, ['database_url']) or name}: database_url"
+    for var in ("DATABASE_URL", "GAPBRIDGE_DATABASE_URL"):  # the last one set wins
+        if env.get(var):
+            config["database_url"], origin = env[var], f"environment variable {var}"
+    if config["database_url"]:
+        _check_database_url(config["database_url"], origin)
     return config
 
 
+def _check_database_url(url: str, origin: str) -> None:
+    """A malformed URL is a configuration error here; SQLAlchemy's own parse error may quote it, password and all."""
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{origin}: not a database URL (expected dialect://user:password@host:port/database; "
+                          "the value is not repeated, it may hold a password)") from None
+
+
 def redact(value: Any) -> Any:
-    """A copy of a config tree with every secret replaced, for logs and API answers."""
+    """A copy of a config tree with every secret replaced, for logs and API answers.
+
+    Secret keys are masked whole; any other string loses URL credentials (database_url may carry a password).
+    """
     if isinstance(value, Mapping):
         return {k: ("***" if k in SECRET_KEYS and v else redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_urls(value)
     return value

@@ -153,12 +153,14 @@ def test_improvements_are_stored_apart_and_never_counted_as_open_gaps(app_factor
 
 
 def test_the_api_lists_gaps_improvements_and_deadlines_apart(app_factory) -> None:
-    app = app_factory(mappings={"regulatory": ["gdpr"]}, api={"enabled": True})
+    from .apiclient import ApiClient
+
+    app = app_factory(mappings={"regulatory": ["gdpr"]})
     tool = FakeTicketing(3)
     opened = utcnow() - 30 * H
     sid = _breach_ticket(tool, opened)
     tool.tickets[sid]["canonical"]["business_unit"] = None
-    client = app.test_client()
+    client = ApiClient(app)
     with app.app_context():
         sync_source(FakeConnector(tool))
         assess(gapbridge().ruleset)

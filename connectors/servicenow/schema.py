@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
 
+from ..base import ServiceUrl
 from ..canonical import FIELDS, RECORD_TYPES, SEVERITIES, STATES
 
 # canonical field -> column, for an instance that follows the naming in config.example.yaml.
@@ -67,7 +68,7 @@ DEFAULT_WEAKNESS_CATEGORIES = {"vulnerability": "weakness", "weakness": "weaknes
 
 # what the write-back may put into the ticket's own columns (see plugin.services.enrich)
 ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
-                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "ruleset")
+                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "accepted_risks", "accepted_checks", "ruleset")
 
 _COLUMN = validate.Regexp(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", error="not a ServiceNow column name: {input}")
 # keyset pagination appends its own ^NQ and ORDERBY: a scope that has them would change meaning
@@ -156,7 +157,7 @@ class ServiceNowOptionsSchema(Schema):
         unknown = RAISE
 
     type = fields.String(required=True)
-    instance_url = fields.Url(required=True, schemes={"http", "https"}, require_tld=False)
+    instance_url = ServiceUrl(required=True)
     auth = fields.Nested(AuthSchema, required=True)
     table = fields.String(load_default="incident", validate=validate.OneOf(["incident", "sn_si_incident"]))
     query = fields.String(load_default="")
@@ -194,5 +195,4 @@ class ServiceNowOptionsSchema(Schema):
             data["state_map"] = dict(DEFAULT_STATE_MAPS[data["table"]])
         if data["priority_map"] is None:
             data["priority_map"] = dict(DEFAULT_PRIORITY_MAP)
-        data["instance_url"] = data["instance_url"].rstrip("/")
         return data

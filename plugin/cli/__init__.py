@@ -7,7 +7,10 @@ import sys
 from typing import Any, NoReturn
 
 import click
+import sqlalchemy as sa
 from flask import Flask
+
+from connectors.base import redact_urls
 
 from .. import create_app
 from ..config import ConfigError
@@ -56,7 +59,11 @@ def migrate_db(app: Flask) -> None:
 
     with app.app_context():
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        upgrade()
+        try:
+            upgrade()  # the first use of the database: an unreachable one fails here
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # the driver's words, not SQLAlchemy's wrapper (statement, link); no URL credentials, whatever the driver says
+            fail(f"cannot use the database: {redact_urls(str(exc.orig or exc)).strip()}", code=1)
 
 
 @click.group()

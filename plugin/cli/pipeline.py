@@ -12,7 +12,7 @@ from typing import Any
 import click
 from flask import Flask
 
-from connectors.base import ConnectorError, FatalConnectorError
+from connectors.base import ConnectorError, FatalConnectorError, redacted_traceback
 
 from ..config import ConfigError, load_config
 from ..state import gapbridge
@@ -38,6 +38,7 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
              quiet: bool = False) -> int:
     """Sync, assess and (unless switched off) write back; returns the exit status."""
     from ..services.assess import assess
+    from ..services.risk import expire_due
     from ..services.sync import SyncBusyError, sync_source
 
     status = 0
@@ -77,6 +78,10 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
         if not quiet:
             click.echo(f"re-assessed {a.assessed} more incidents (open ones whose clocks run, or checks across incidents): "
                        f"{a.opened} gaps opened, {a.closed} closed", err=True)
+        # recorded before the write-back, whose plan then tells the tickets concerned that their gaps count again
+        expired = expire_due()
+        if expired and not quiet:
+            click.echo(f"risk acceptances expired: {len(expired)} (their gaps count again)", err=True)
         if write_back if write_back is not None else state.config["sync"]["write_back_after_sync"]:
             status = max(status, run_writeback(app, names, quiet=quiet))
     return status
@@ -259,8 +264,8 @@ def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int
             while not stop.wait(interval):
                 try:
                     run_sync(app, quiet=True)
-                except Exception:  # keep serving; the next pass tries again
-                    log.exception("scheduled pass failed")
+                except Exception as exc:  # keep serving; the next pass tries again
+                    log.error("scheduled pass failed: %s", redacted_traceback(exc))
         threading.Thread(target=scheduler, name="gapbridge-scheduler", daemon=True).start()
         try:
             _serve(app, host, port)

@@ -55,3 +55,28 @@ def matches(acceptance: RiskAcceptance, check_id: str, incident: Incident, now: 
     return all(want is None or want == have for want, have in (
         (acceptance.scope_source, incident.source), (acceptance.scope_business_unit, incident.business_unit),
         (acceptance.scope_category, incident.category)))
+
+
+INLINE_LIMIT = 300  # beyond this many acceptances in force, a correlated EXISTS beats a long OR
+
+
+def accepted_term(now: datetime) -> sa.ColumnElement[bool]:
+    """``accepted_clause`` without the open-gap part, for queries over many findings.
+
+    The acceptances in force are few: spelled out inline they let the database test each finding
+    without a subquery per row; the same meaning as ``covers`` and ``in_force``.
+    """
+    from ..extensions import db
+
+    rows = db.session.execute(sa.select(RiskAcceptance).where(in_force(now)).limit(INLINE_LIMIT + 1)).scalars().all()
+    if len(rows) > INLINE_LIMIT:
+        return sa.exists().where(in_force(now), covers(RiskAcceptance)).correlate(Finding, Incident)
+    terms = []
+    for ra in rows:
+        if ra.incident_id is not None:
+            terms.append(sa.and_(Finding.check_id == ra.check_id, Finding.incident_id == ra.incident_id))
+            continue
+        scope = [column == want for want, column in ((ra.scope_source, Incident.source), (ra.scope_business_unit, Incident.business_unit),
+                                                     (ra.scope_category, Incident.category)) if want is not None]
+        terms.append(sa.and_(Finding.check_id == ra.check_id, *scope))
+    return sa.or_(*terms) if terms else sa.false()

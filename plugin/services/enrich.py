@@ -10,15 +10,16 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
-from connectors.base import Connector, ConnectorError, Enrichment, FatalConnectorError, RetriableConnectorError
+from connectors.base import Connector, ConnectorError, Enrichment, FatalConnectorError, RetriableConnectorError, error_text
 
 from ..extensions import db
-from ..models import Finding, Incident, OutboxItem, utcnow
+from ..models import Finding, Incident, OutboxItem, RiskAcceptance, utcnow
+from ..queries.acceptance import matches
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
 from . import audit
@@ -28,18 +29,43 @@ log = logging.getLogger("gapbridge.writeback")
 
 MARKER = "[gapbridge:{fingerprint}]"
 CLEAN = "clean"  # the fingerprint of "no open gaps"
+# an acceptance that expired or was revoked this recently is named beside the gap it no longer covers
+RECENTLY_ENDED = timedelta(days=30)
+
+
+class AcceptedGap(NamedTuple):
+    """A failed gap under a risk acceptance in force: reported, but not counted as an open gap."""
+
+    check_id: str
+    details: list[str]
+    expires_at: datetime
+    approver: str
+
+
+class EndedAcceptance(NamedTuple):
+    """The acceptance that covered an open gap until recently."""
+
+    approver: str
+    ended_at: datetime
+    how: str  # expired or revoked
 
 
 @dataclass
 class TicketFindings:
-    """What a ticket is told: open gaps, improvements, clocks still running. (check id, details[, due])."""
+    """What a ticket is told: open gaps, accepted gaps, improvements, clocks still running. (check id, details[, due]).
+
+    ``ended``: by check id, the acceptance of an open gap that ran out recently. The note says so, but it is not
+    in the fingerprint: the gap coming back already changes it, and the line dropping out later must not.
+    """
 
     gaps: list[tuple[str, list[str]]] = field(default_factory=list)
     improvements: list[tuple[str, list[str]]] = field(default_factory=list)
     pending: list[tuple[str, datetime]] = field(default_factory=list)
+    accepted: list[AcceptedGap] = field(default_factory=list)
+    ended: dict[str, EndedAcceptance] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.gaps or self.improvements or self.pending)
+        return bool(self.gaps or self.improvements or self.pending or self.accepted)
 
 
 def fingerprint(findings: TicketFindings) -> str:
@@ -53,6 +79,8 @@ def fingerprint(findings: TicketFindings) -> str:
     lines = [f"{cid}:{'|'.join(details)}" for cid, details in sorted(findings.gaps)]
     lines += [f"improvement {cid}:{'|'.join(details)}" for cid, details in sorted(findings.improvements)]
     lines += [f"pending {cid}:{due.isoformat()}" for cid, due in sorted(findings.pending)]
+    # who accepted it and until when are on the note: amending either rewrites it
+    lines += [f"accepted {a.check_id}:{'|'.join(a.details)}:{a.expires_at.isoformat()}:{a.approver}" for a in sorted(findings.accepted)]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
@@ -77,6 +105,9 @@ def render_note(ruleset: Ruleset, number: str | None, findings: TicketFindings, 
     else:
         head = f"GapBridge: ISO/IEC 27001 check of {subject}: no open gaps."
     extra = []
+    if findings.accepted:
+        n = len(findings.accepted)
+        extra.append(f"{_plural(n, 'accepted risk')} (not counted as {'a gap' if n == 1 else 'gaps'})")
     if findings.pending:
         extra.append(f"{_plural(len(findings.pending), 'deadline')} still running")
     if findings.improvements:
@@ -87,18 +118,23 @@ def render_note(ruleset: Ruleset, number: str | None, findings: TicketFindings, 
         head += " Thank you."
     lines = [head]
 
-    def by_severity(item: tuple[str, Any]) -> tuple[int, str]:
+    def by_severity(item: tuple[Any, ...]) -> tuple[int, str]:
         check = ruleset.check(item[0])
         return (SEVERITY_RANK[check.severity] if check else 9, item[0])
 
     def block(i: int, cid: str, details: list[str]) -> list[str]:
         check = ruleset.check(cid)
+        ended = findings.ended.get(cid)
+        counts_again = [] if ended is None else [
+            f"   Risk acceptance by {ended.approver} {'expired' if ended.how == 'expired' else 'was revoked'}"
+            f" on {format_utc(ended.ended_at)}: this gap counts again."]
         if check is None:  # a check removed since it was assessed; the next assessment drops it
-            return ["", f"{i}. {cid}", f"   Missing: {'; '.join(details)}"]
+            return ["", f"{i}. {cid}", f"   Missing: {'; '.join(details)}", *counts_again]
         sub = ruleset.subprocesses[check.subprocess]
         return [
             "",
             f"{i}. [{check.severity.upper()}] {check.title} ({check.id})",
+            *counts_again,
             f"   Missing: {'; '.join(details) if details else check.missing}",
             f"   What to do: {check.remediation}",
             f"   Control: ISO 27001:2022 {_control_label(ruleset, '2022', check.controls_2022)}"
@@ -110,6 +146,14 @@ def render_note(ruleset: Ruleset, number: str | None, findings: TicketFindings, 
     for cid, details in sorted(findings.gaps, key=by_severity):
         n += 1
         lines += block(n, cid, details)
+    if findings.accepted:
+        lines += ["", "Accepted risks (not counted as gaps; each counts again when its acceptance expires or is revoked):"]
+        for accepted in sorted(findings.accepted, key=by_severity):
+            check = ruleset.check(accepted.check_id)
+            what = f"{check.title} ({check.id}, {', '.join(check.controls_2022)})" if check is not None else accepted.check_id
+            lines.append(f"- {what}: accepted by {accepted.approver} until {format_utc(accepted.expires_at)}")
+            if accepted.details:
+                lines.append(f"  Missing: {'; '.join(accepted.details)}")
     if findings.pending:
         lines += ["", "Deadlines still running (not gaps yet):"]
         for cid, due in sorted(findings.pending, key=lambda p: (p[1], p[0])):
@@ -142,19 +186,23 @@ def enrichment_fields(ruleset: Ruleset, findings: TicketFindings, fp: str) -> di
         "gap_checks": ",".join(sorted(cid for cid, _ in findings.gaps)),
         "controls_2022": ",".join(c22),
         "controls_2013": ",".join(c13),
-        # improvements never make a ticket non-compliant
-        "compliance_status": "gaps" if findings.gaps else "compliant",
+        # improvements never make a ticket non-compliant; accepted gaps leave it neither failing nor plainly compliant
+        "compliance_status": "gaps" if findings.gaps else "accepted_risk" if findings.accepted else "compliant",
         "worst_severity": "" if worst is None else SEVERITIES[worst],
         "improvements": len(findings.improvements),
         "improvement_checks": ",".join(sorted(cid for cid, _ in findings.improvements)),
         "pending_clocks": len(findings.pending),
+        "accepted_risks": len(findings.accepted),
+        "accepted_checks": ",".join(sorted(a.check_id for a in findings.accepted)),
         "next_due_at": "" if next_due is None else next_due.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "ruleset": ruleset.hash,
     }
 
 
 def ticket_labels(findings: TicketFindings) -> list[str]:
-    labels = ["gapbridge-gaps" if findings.gaps else "gapbridge-compliant"]
+    """Ticket-level labels: an accepted gap does not keep ``gapbridge-gaps`` (it is not open), nor earn ``-compliant``."""
+    labels = [label for label, present in (("gapbridge-gaps", findings.gaps), ("gapbridge-accepted-risk", findings.accepted))
+              if present] or ["gapbridge-compliant"]
     if findings.pending:
         labels.append("gapbridge-deadline-running")
     return labels
@@ -167,14 +215,58 @@ class PlanSummary:
     superseded: int = 0
 
 
-def plan(ruleset: Ruleset, *, source: str | None = None) -> PlanSummary:
-    """Queue an enrichment for every assessed incident whose open gaps changed."""
+class _Acceptances:
+    """The risk acceptances one batch of incidents may need: in force, or ended within ``RECENTLY_ENDED``."""
+
+    def __init__(self, incident_ids: list[int], now: datetime) -> None:
+        ra = RiskAcceptance
+        since = now - RECENTLY_ENDED
+        self.now = now
+        self.by_incident: dict[tuple[int, str], list[RiskAcceptance]] = defaultdict(list)
+        self.by_scope: dict[str, list[RiskAcceptance]] = defaultdict(list)
+        # one query a batch: the acceptances of these incidents and every scoped one (few), matched in Python
+        for a in db.session.scalars(sa.select(ra).where(
+                sa.or_(ra.incident_id.in_(incident_ids), ra.incident_id.is_(None)),
+                sa.or_(sa.and_(ra.revoked_at.is_(None), ra.expires_at > since), ra.revoked_at > since))):
+            if a.incident_id is None:
+                self.by_scope[a.check_id].append(a)
+            else:
+                self.by_incident[(a.incident_id, a.check_id)].append(a)
+
+    def of(self, check_id: str, incident: Any) -> tuple[RiskAcceptance | None, EndedAcceptance | None]:
+        """The acceptance in force that lasts longest over this gap; else the one that ended last, if recently."""
+        candidates = self.by_incident.get((incident.id, check_id), []) + self.by_scope.get(check_id, [])
+        # the incident row has the columns matches() reads (id, source, business_unit, category)
+        in_force = [a for a in candidates if matches(a, check_id, cast(Incident, incident), self.now)]
+        if in_force:
+            return max(in_force, key=lambda a: (a.expires_at, a.id)), None
+        ended = [(a.revoked_at or a.expires_at, a) for a in candidates if self._covered(a, incident)]
+        ended = [(at, a) for at, a in ended if at <= self.now]
+        if not ended:
+            return None, None
+        at, a = max(ended, key=lambda e: (e[0], e[1].id))
+        return None, EndedAcceptance(a.approver, at, "revoked" if a.revoked_at is not None else "expired")
+
+    @staticmethod
+    def _covered(a: RiskAcceptance, incident: Any) -> bool:
+        """The scope part of ``matches`` (the check already matched), for an acceptance no longer in force."""
+        if a.incident_id is not None:
+            return bool(a.incident_id == incident.id)
+        return all(want is None or want == have for want, have in (
+            (a.scope_source, incident.source), (a.scope_business_unit, incident.business_unit), (a.scope_category, incident.category)))
+
+
+def plan(ruleset: Ruleset, *, source: str | None = None, now: datetime | None = None) -> PlanSummary:
+    """Queue an enrichment for every assessed incident whose open gaps, accepted gaps or running clocks changed.
+
+    ``now`` decides which risk acceptances are in force (default: the time of each batch).
+    """
     summary = PlanSummary()
     it, ft, ot = Incident.__table__, Finding.__table__, OutboxItem.__table__
     last_id = 0
     while True:
-        q = sa.select(it.c.id, it.c.source, it.c.external_id, it.c.number, it.c.enrichment_fingerprint).where(
-            it.c.assessed_ruleset == ruleset.hash, it.c.id > last_id).order_by(it.c.id).limit(1000)
+        q = sa.select(it.c.id, it.c.source, it.c.external_id, it.c.number, it.c.enrichment_fingerprint, it.c.business_unit,
+                      it.c.category).where(it.c.assessed_ruleset == ruleset.hash, it.c.id > last_id).order_by(it.c.id).limit(1000)
         if source:
             q = q.where(it.c.source == source)
         incidents = db.session.execute(q).all()
@@ -182,19 +274,30 @@ def plan(ruleset: Ruleset, *, source: str | None = None) -> PlanSummary:
             break
         last_id = incidents[-1].id
         ids = [i.id for i in incidents]
+        now_ = now or utcnow()
+        by_id = {i.id: i for i in incidents}
+        acceptances = _Acceptances(ids, now_)
         reported: dict[int, TicketFindings] = defaultdict(TicketFindings)
         for f in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.kind, ft.c.status, ft.c.details, ft.c.due_at).where(
                 ft.c.incident_id.in_(ids), ft.c.status.in_([FAIL, PENDING]))):
             found = reported[f.incident_id]
             if f.status == PENDING and f.due_at is not None:
                 found.pending.append((f.check_id, f.due_at))
+            elif f.status == FAIL and f.kind == GAP:
+                details = list(f.details or [])
+                acceptance, ended = acceptances.of(f.check_id, by_id[f.incident_id])
+                if acceptance is not None:
+                    found.accepted.append(AcceptedGap(f.check_id, details, acceptance.expires_at, acceptance.approver))
+                else:
+                    found.gaps.append((f.check_id, details))
+                    if ended is not None:
+                        found.ended[f.check_id] = ended
             elif f.status == FAIL:
-                (found.gaps if f.kind == GAP else found.improvements).append((f.check_id, list(f.details or [])))
+                found.improvements.append((f.check_id, list(f.details or [])))
         latest: dict[int, Any] = {}
         for o in db.session.execute(sa.select(ot.c.id, ot.c.incident_id, ot.c.fingerprint, ot.c.status, ot.c.payload)
                                     .where(ot.c.incident_id.in_(ids)).order_by(ot.c.id)):
             latest[o.incident_id] = o  # the newest row wins
-        now = utcnow()
         for inc in incidents:
             findings = reported.get(inc.id, TicketFindings())
             fp = fingerprint(findings)
@@ -206,14 +309,16 @@ def plan(ruleset: Ruleset, *, source: str | None = None) -> PlanSummary:
             if fp == CLEAN and on_ticket is None:
                 summary.unchanged += 1  # nothing was ever reported: no note for a clean ticket
                 continue
-            previous = set((queued.payload or {}).get("fields", {}).get("gap_checks", "").split(",")) - {""} if queued is not None else set()
-            closed = sorted(previous - {cid for cid, _ in findings.gaps})
+            told = (queued.payload or {}).get("fields", {}) if queued is not None else {}
+            # an accepted gap that passes now was resolved too; one just accepted was not
+            previous = set(f"{told.get('gap_checks', '')},{told.get('accepted_checks', '')}".split(",")) - {""}
+            closed = sorted(previous - {cid for cid, _ in findings.gaps} - {a.check_id for a in findings.accepted})
             if queued is not None and queued.status == "pending":
                 db.session.execute(ot.update().where(ot.c.incident_id == inc.id, ot.c.status == "pending")
                                    .values(status="superseded", claimed_by=None, claimed_until=None))
                 summary.superseded += 1
             payload = {
-                "note": render_note(ruleset, inc.number, findings, closed, fp, now),
+                "note": render_note(ruleset, inc.number, findings, closed, fp, now_),
                 "fields": enrichment_fields(ruleset, findings, fp),
                 "labels": ticket_labels(findings),
             }
@@ -304,30 +409,30 @@ def _deliver(item: OutboxItem, connector: Connector, summary: DrainSummary, max_
         result = connector.write_back(enrichment)
     except RetriableConnectorError as exc:
         item.attempts += 1
-        item.last_error = str(exc)
+        item.last_error = error = error_text(exc)
         item.claimed_by = item.claimed_until = None
         if item.attempts >= max_attempts:
             item.status = "failed"
             summary.failed += 1
-            audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=str(exc), attempts=item.attempts)
+            audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=error, attempts=item.attempts)
         else:
             delay = backoff(item.attempts, base, cap)
             if exc.retry_after:
                 delay = max(delay, timedelta(seconds=exc.retry_after))
             item.next_attempt_at = now + delay
             summary.retrying += 1
-        summary.errors.append(f"{item.source} {item.external_id}: {exc}")
+        summary.errors.append(f"{item.source} {item.external_id}: {error}")
         summary.unreachable.add(item.source)  # stop hammering a tool that is down; the rest waits
         db.session.commit()
         return
     except (FatalConnectorError, ConnectorError) as exc:
         item.attempts += 1
         item.status = "failed"
-        item.last_error = str(exc)
+        item.last_error = error = error_text(exc)
         item.claimed_by = item.claimed_until = None
         summary.failed += 1
-        summary.errors.append(f"{item.source} {item.external_id}: {exc}")
-        audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=str(exc), attempts=item.attempts)
+        summary.errors.append(f"{item.source} {item.external_id}: {error}")
+        audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=error, attempts=item.attempts)
         db.session.commit()
         return
     if result.dry_run:

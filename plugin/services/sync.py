@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.base import Connector, ConnectorError, NormalizationError, Page
+from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
 
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
@@ -148,12 +148,16 @@ def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dial
     rejected: list[dict[str, Any]] = []
     for record in page.records:
         try:
-            incidents.append(connector.normalize(record))
+            incident = connector.normalize(record)
         except NormalizationError as exc:
             ident = record.get("sys_id") or record.get("id") or record.get("key")
             if isinstance(ident, dict):  # ServiceNow with display_value=all: {display_value, value}
                 ident = ident.get("value")
-            rejected.append({"external_id": str(ident or "?"), "reason": str(exc), "raw": record})
+            rejected.append({"external_id": str(ident or "?"), "reason": error_text(exc), "raw": record})
+            continue
+        if incident.get("url"):  # the ticket link is stored and served to every reader: never with credentials
+            incident["url"] = redact_urls(str(incident["url"]))
+        incidents.append(incident)
     prepared = PreparedPage(len(page.records), encode_incidents(incidents, now, dialect), rejected, page.bookmark,
                             page.total, now)
     if ruleset is not None:
@@ -250,8 +254,8 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
                 return
         put(None)
     except BaseException as exc:
-        description = f"{type(exc).__name__}: {exc}"
-        log.debug("fetch worker failed", exc_info=True)
+        description = error_text(exc)
+        log.debug("fetch worker failed: %s", redacted_traceback(exc))
         try:
             pickle.dumps(exc)
             put(_WorkerFailure(exc, description))
@@ -322,14 +326,10 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
                 acquire_lease(lease, me, lease_seconds)  # renew while we make progress
                 if progress:
                     progress(summary, page.total)
-    except ConnectorError as exc:
-        db.session.rollback()
-        _finish(run, summary, "failed", str(exc))
-        raise
     except BaseException as exc:
         # KeyboardInterrupt included: record the run as failed, the bookmark stays at the last page
         db.session.rollback()
-        _finish(run, summary, "failed", f"{type(exc).__name__}: {exc}")
+        _finish(run, summary, "failed", error_text(exc))
         raise
     _finish(run, summary, "succeeded", None)
     return summary

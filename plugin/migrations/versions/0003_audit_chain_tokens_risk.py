@@ -5,8 +5,15 @@ Revises: 0002
 Create Date: 2026-12-02 03:00:00
 
 """
+import hashlib
+import json
+import math
+from datetime import timezone
+from decimal import Decimal
+
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision = '0003'
 down_revision = '0002'
@@ -20,6 +27,11 @@ def upgrade():
         batch_op.add_column(sa.Column('prev_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('row_hash', sa.String(length=64), nullable=True))
         batch_op.create_unique_constraint('uq_audit_log_seq', ['seq'])
+    _backfill_chain()
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute(_APPEND_ONLY_FUNCTION)
+        op.execute('CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log '
+                   'FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()')
 
     op.create_table(
         'api_tokens',
@@ -78,8 +90,80 @@ def downgrade():
     op.drop_table('risk_acceptances')
     op.drop_table('api_token_use')
     op.drop_table('api_tokens')
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute('DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log')
+        op.execute('DROP FUNCTION IF EXISTS audit_log_append_only()')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
         batch_op.drop_constraint('uq_audit_log_seq', type_='unique')
         batch_op.drop_column('row_hash')
         batch_op.drop_column('prev_hash')
         batch_op.drop_column('seq')
+
+
+# Refuses every UPDATE and DELETE of an audit row, whoever runs it (the table's owner can still
+# disable the trigger; a role that must not, should not own the table). TRUNCATE is not a row
+# operation and is not refused: removing the whole log shows against a head kept elsewhere.
+_APPEND_ONLY_FUNCTION = """
+CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'audit_log is append-only: % of audit row % refused', TG_OP, OLD.id
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$
+"""
+
+# --- the chain over rows stored before this revision, in id order ---------------------------
+#
+# A copy of the hash rule of plugin.services.audit.chain_hash as it is at this revision: a
+# migration must give the same result whatever the application code becomes later.
+
+_GENESIS = '0' * 64
+_HASH_PREFIX = b'gapbridge-audit-chain-1\n'
+_BATCH = 5000
+
+
+def _chain_hash(seq, at, actor, action, subject_type, subject_id, details, prev_hash):
+    if at.tzinfo is not None:
+        at = at.astimezone(timezone.utc).replace(tzinfo=None)
+    body = json.dumps([seq, at.isoformat(timespec='microseconds') + 'Z', actor, action, subject_type, subject_id,
+                       _canonical(details), prev_hash], ensure_ascii=False, sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(_HASH_PREFIX + body.encode('utf-8')).hexdigest()
+
+
+def _canonical(value):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return int(Decimal(repr(value))) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _backfill_chain():
+    """seq, prev_hash and row_hash for every stored row, in id order, a batch at a time."""
+    audit = sa.table(
+        'audit_log', sa.column('id', sa.Integer), sa.column('at', sa.DateTime(timezone=True)), sa.column('actor', sa.String),
+        sa.column('action', sa.String), sa.column('subject_type', sa.String), sa.column('subject_id', sa.String),
+        sa.column('details', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql')), sa.column('seq', sa.BigInteger),
+        sa.column('prev_hash', sa.String), sa.column('row_hash', sa.String))
+    c = audit.c
+    bind = op.get_bind()
+    update = audit.update().where(c.id == sa.bindparam('row_id')).values(
+        seq=sa.bindparam('new_seq'), prev_hash=sa.bindparam('new_prev'), row_hash=sa.bindparam('new_hash'))
+    seq, prev, last_id = 0, _GENESIS, None
+    while True:
+        query = sa.select(c.id, c.at, c.actor, c.action, c.subject_type, c.subject_id, c.details).order_by(c.id).limit(_BATCH)
+        rows = bind.execute(query if last_id is None else query.where(c.id > last_id)).all()
+        if not rows:
+            return
+        params = []
+        for r in rows:
+            seq += 1
+            h = _chain_hash(seq, r.at, r.actor, r.action, r.subject_type, r.subject_id, r.details, prev)
+            params.append({'row_id': r.id, 'new_seq': seq, 'new_prev': prev, 'new_hash': h})
+            prev = h
+        bind.execute(update, params)
+        last_id = rows[-1].id

@@ -1,0 +1,1 @@
+"""The web side: blueprints for the health check, the API and (later) the dashboard."""
