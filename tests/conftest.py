@@ -72,18 +72,27 @@ def app_factory(_migrated: str, tmp_path: Path) -> Iterator[Any]:
 
     yield build
     for i, app in enumerate(made):
+        if i == 0:
+            empty_tables(app)
         with app.app_context():
             db.session.remove()
-            if i == 0:
-                for table in reversed(db.metadata.sorted_tables):
-                    if table.name == "audit_log" and db.engine.dialect.name == "postgresql":
-                        # its trigger refuses DELETE; TRUNCATE is no row operation, so a row-level trigger never sees it
-                        db.session.execute(sa.text("TRUNCATE audit_log"))
-                    else:
-                        db.session.execute(table.delete())
-                db.session.commit()
-                db.session.remove()
             db.engine.dispose()
+
+
+def empty_tables(app: Flask) -> None:
+    """Every row of every table gone: the next test starts from the migrated, empty schema."""
+    from plugin.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        for table in reversed(db.metadata.sorted_tables):
+            if table.name == "audit_log" and db.engine.dialect.name == "postgresql":
+                # its trigger refuses DELETE; TRUNCATE is no row operation, so a row-level trigger never sees it
+                db.session.execute(sa.text("TRUNCATE audit_log"))
+            else:
+                db.session.execute(table.delete())
+        db.session.commit()
+        db.session.remove()
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ def _cursor(values: list) -> str:
     ("cursor=%25%25%25", "cursor"),
     (f"cursor={_cursor([2**40, 1, 'EVID-001'])}", "cursor"),
     ("from=99999-01-01T00:00:00Z", "from"),
+    ("to=9999-12-31T23:59:59-23:59", "to"),
+    ("period=2025-W53", "period"),
 ])
 def test_out_of_range_parameters_are_named(api: ApiClient, query: str, field: str) -> None:
     r = api.get(f"/api/v1/gaps?{query}")

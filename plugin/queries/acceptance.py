@@ -7,6 +7,7 @@ check on one incident, or on every incident its scope matches (a scope column le
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -50,8 +51,13 @@ def matches(acceptance: RiskAcceptance, check_id: str, incident: Incident, now: 
     """The same as ``covers`` and ``in_force``, for one ticket already loaded."""
     if acceptance.revoked_at is not None or acceptance.expires_at <= now or acceptance.check_id != check_id:
         return False
+    return reaches(acceptance, incident)
+
+
+def reaches(acceptance: RiskAcceptance, incident: Any) -> bool:
+    """The acceptance's incident or scope takes in ``incident`` (whether or not it is in force)."""
     if acceptance.incident_id is not None:
-        return acceptance.incident_id == incident.id
+        return bool(acceptance.incident_id == incident.id)
     return all(want is None or want == have for want, have in (
         (acceptance.scope_source, incident.source), (acceptance.scope_business_unit, incident.business_unit),
         (acceptance.scope_category, incident.category)))

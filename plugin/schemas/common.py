@@ -90,12 +90,23 @@ class PeriodField(fields.Field):
         return parse_period(value)
 
 
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 time with an offset, loaded as UTC; one that has no UTC counterpart (9999-12-31T23:59-05:00) is refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        loaded = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return loaded.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("outside the range of times in UTC") from None
+
+
 class ScopeArgs(Strict):
     """What narrows the incidents counted: a period on opened_at or closed_at, and the incident's own fields."""
 
     period = PeriodField(metadata={"description": "2026, 2026-Q3, 2026-09 or 2026-W05 (UTC); or from/to"})
-    from_ = fields.AwareDateTime(data_key="from", metadata={"description": "start of the period, inclusive (ISO 8601 with offset)"})
-    to = fields.AwareDateTime(metadata={"description": "end of the period, exclusive"})
+    from_ = UtcDateTime(data_key="from", metadata={"description": "start of the period, inclusive (ISO 8601 with offset)"})
+    to = UtcDateTime(metadata={"description": "end of the period, exclusive"})
     by = fields.String(load_default="opened_at", validate=validate.OneOf(["opened_at", "closed_at"]),
                        metadata={"description": "which time puts an incident in the period"})
     business_unit = text()

@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from ..queries.gaps import SORTS, STATUSES
 from ..rules.model import GAP, KINDS, SEVERITIES
-from .common import PageArgs, ScopeArgs, text
+from .common import PageArgs, ScopeArgs, UtcDateTime, text
 
 
 class FindingSchema(Schema):
@@ -142,7 +142,7 @@ class IncidentListArgs(ScopeArgs, PageArgs):
 class DeadlineArgs(PageArgs):
     source = text(max=64)
     check = text(max=64)
-    due_before = fields.AwareDateTime()
+    due_before = UtcDateTime()
 
 
 class DeadlineSchema(FindingSchema):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from ..models import SYNC_STATUSES
-from .common import PageArgs, text
+from .common import PageArgs, UtcDateTime, text
 
 
 class SyncRunSchema(Schema):
@@ -47,5 +47,5 @@ class AuditArgs(PageArgs):
     actor = text(max=128)
     subject_type = text(max=32)
     subject_id = text(max=128)
-    since = fields.AwareDateTime()
-    until = fields.AwareDateTime()
+    since = UtcDateTime()
+    until = UtcDateTime()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from ..services.risk import STATUSES
-from .common import MAX_ID, PageArgs, Strict, text
+from .common import MAX_ID, PageArgs, Strict, UtcDateTime, text
 
 
 class ScopeSchema(Strict):
@@ -21,13 +21,13 @@ class AcceptSchema(Strict):
     scope = fields.Nested(ScopeSchema, metadata={"description": "accept the check on every incident the scope matches"})
     justification = fields.String(required=True, validate=validate.Length(max=10_000))
     approver = fields.String(required=True, validate=validate.Length(max=255), metadata={"description": "the risk owner who approved it"})
-    expires_at = fields.AwareDateTime(required=True, metadata={"description": "required; at most risk.max_acceptance_days ahead"})
+    expires_at = UtcDateTime(required=True, metadata={"description": "required; at most risk.max_acceptance_days ahead"})
 
 
 class AmendSchema(Strict):
     justification = fields.String(validate=validate.Length(max=10_000))
     approver = fields.String(validate=validate.Length(max=255))
-    expires_at = fields.AwareDateTime()
+    expires_at = UtcDateTime()
 
 
 class RevokeSchema(Strict):

@@ -19,7 +19,7 @@ from connectors.base import Connector, ConnectorError, Enrichment, FatalConnecto
 
 from ..extensions import db
 from ..models import Finding, Incident, OutboxItem, RiskAcceptance, utcnow
-from ..queries.acceptance import matches
+from ..queries.acceptance import matches, reaches
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
 from . import audit
@@ -240,20 +240,12 @@ class _Acceptances:
         in_force = [a for a in candidates if matches(a, check_id, cast(Incident, incident), self.now)]
         if in_force:
             return max(in_force, key=lambda a: (a.expires_at, a.id)), None
-        ended = [(a.revoked_at or a.expires_at, a) for a in candidates if self._covered(a, incident)]
+        ended = [(a.revoked_at or a.expires_at, a) for a in candidates if reaches(a, incident)]
         ended = [(at, a) for at, a in ended if at <= self.now]
         if not ended:
             return None, None
         at, a = max(ended, key=lambda e: (e[0], e[1].id))
         return None, EndedAcceptance(a.approver, at, "revoked" if a.revoked_at is not None else "expired")
-
-    @staticmethod
-    def _covered(a: RiskAcceptance, incident: Any) -> bool:
-        """The scope part of ``matches`` (the check already matched), for an acceptance no longer in force."""
-        if a.incident_id is not None:
-            return bool(a.incident_id == incident.id)
-        return all(want is None or want == have for want, have in (
-            (a.scope_source, incident.source), (a.scope_business_unit, incident.business_unit), (a.scope_category, incident.category)))
 
 
 def plan(ruleset: Ruleset, *, source: str | None = None, now: datetime | None = None) -> PlanSummary:
