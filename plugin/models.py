@@ -54,6 +54,9 @@ class Incident(Model):
         sa.UniqueConstraint("source", "external_id", name="uq_incidents_source_external_id"),
         sa.Index("ix_incidents_source_updated", "source", "updated_at"),
         sa.Index("ix_incidents_assessment", "assessed_ruleset", "assessed_revision"),
+        # the periods coverage, gaps and exports are asked for
+        sa.Index("ix_incidents_opened_at", "opened_at"),
+        sa.Index("ix_incidents_closed_at", "closed_at"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -124,6 +127,8 @@ class Finding(Model):
         sa.UniqueConstraint("incident_id", "check_id", name="uq_findings_incident_check"),
         sa.Index("ix_findings_status_check", "status", "check_id"),
         sa.Index("ix_findings_pending_due", "status", "due_at"),
+        # coverage reads an incident's outcomes from the index alone (no visit to the row)
+        sa.Index("ix_findings_incident_outcome", "incident_id", "kind", "status", "check_id"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)

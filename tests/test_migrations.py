@@ -51,3 +51,27 @@ def test_migrations_build_the_schema_the_models_describe(app) -> None:
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": False}), db.metadata)
     assert diff == []
+
+
+def test_0005_scrubs_credentials_stored_before_they_were_refused(app) -> None:
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision="0004")
+        try:
+            conn = db.session.connection()
+            conn.execute(sa.text(
+                "INSERT INTO incidents (id, source, external_id, number, url, related_refs, weakness_refs, vulnerability_refs, log_refs, "
+                "evidence, notifications, escalations, timeline, raw, content_hash, revision, first_seen_at, last_synced_at) VALUES "
+                "(1, 'sn', 'e1', 'INC1', 'https://admin:hunter2@sn.example/nav_to.do?uri=incident.do', '[]', '[]', '[]', '[]', '[]', "
+                "'[]', '[]', '[]', '{}', 'h', 1, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+            conn.execute(sa.text(
+                "INSERT INTO sync_runs (id, source, \"full\", status, started_at, pages, fetched, stored, changed, rejected, error) VALUES "
+                "(1, 'sn', false, 'failed', CURRENT_TIMESTAMP, 0, 0, 0, 0, 0, "
+                "'HTTPSConnectionPool: Max retries exceeded with url: https://admin:hunter2@sn.example/api?access_token=abc123')"))
+            db.session.commit()
+        finally:
+            upgrade()
+        url = db.session.execute(sa.text("SELECT url FROM incidents WHERE id = 1")).scalar()
+        error = db.session.execute(sa.text("SELECT error FROM sync_runs WHERE id = 1")).scalar()
+        assert "hunter2" not in url and url.startswith("https://") and "sn.example/nav_to.do" in url
+        assert "hunter2" not in error and "abc123" not in error and "Max retries exceeded" in error
