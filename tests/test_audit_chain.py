@@ -87,17 +87,17 @@ def forge(seq: int | None, prev: str, plausible: bool = True) -> int:
 
 
 def test_the_hash_covers_every_content_column_and_the_previous_hash() -> None:
-    base = dict(seq=3, at=datetime(2026, 11, 1, 12, 0, 0, 1, tzinfo=timezone.utc), actor="a", action="x", subject_type="incident",
-                subject_id="1", details={"k": [1, 2]}, prev_hash="1" * 64)
-    changed = dict(seq=4, at=base["at"] + timedelta(microseconds=1), actor="b", action="y", subject_type="ruleset", subject_id="2",
-                   details={"k": [2, 1]}, prev_hash="2" * 64)
-    h = chain_hash(**base)  # type: ignore[arg-type]
-    for name, value in changed.items():
-        assert chain_hash(**{**base, name: value}) != h, name  # type: ignore[arg-type]
-    assert chain_hash(**{**base, "subject_id": None}) != h  # type: ignore[arg-type]
-    # the same instant in another zone is the same content; key order is no content
-    assert chain_hash(**{**base, "at": base["at"].astimezone(timezone(timedelta(hours=2)))}) == h  # type: ignore[arg-type, union-attr]
-    assert chain_hash(**{**base, "details": {"k": [1, 2.0]}}) == chain_hash(**base)  # type: ignore[arg-type]
+    at = datetime(2026, 11, 1, 12, 0, 0, 1, tzinfo=timezone.utc)
+    base: dict[str, Any] = dict(seq=3, at=at, actor="a", action="x", subject_type="incident", subject_id="1",
+                                details={"k": [1, 2]}, prev_hash="1" * 64)
+    other: dict[str, Any] = dict(seq=4, at=at + timedelta(microseconds=1), actor="b", action="y", subject_type="ruleset",
+                                 subject_id=None, details={"k": [2, 1]}, prev_hash="2" * 64)
+    h = chain_hash(**base)
+    for name, value in other.items():
+        assert chain_hash(**{**base, name: value}) != h, name
+    # the same instant in another zone is the same content, and so is 2.0 read back from a decimal as 2
+    assert chain_hash(**{**base, "at": at.astimezone(timezone(timedelta(hours=2)))}) == h
+    assert chain_hash(**{**base, "details": {"k": [1, 2.0]}}) == h
 
 
 # --- appending --------------------------------------------------------------------------------

@@ -62,13 +62,17 @@ def _utc_text(at: datetime) -> str:
     return at.isoformat(timespec="microseconds") + "Z"  # a naive time is UTC, as UTCDateTime stores it
 
 
+# leaves taken as they are, tested inline rather than by a call per leaf: verify walks every row's details
+_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): v if type(v) in _AS_IS else _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [v if type(v) in _AS_IS else _canonical(v) for v in value]
     if isinstance(value, float):
         return _number(value)
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
     return value
 
 
@@ -91,7 +95,7 @@ def _as_stored(details: Any) -> tuple[str, Any]:
 
 
 def _lock_chain() -> None:
-    """Hold the right to append until the current transaction ends; then read the head.
+    """Hold the right to append until the current transaction ends (the caller reads the head after).
 
     PostgreSQL: a transaction-scoped advisory lock, in a statement of its own, so the head is
     read by a later statement (whose snapshot, under READ COMMITTED, sees the last holder's
@@ -108,10 +112,7 @@ def _lock_chain() -> None:
 
 def _head_for_append() -> tuple[int, str]:
     _lock_chain()
-    row = db.session.execute(
-        sa.select(_TABLE.c.seq, _TABLE.c.row_hash).where(_TABLE.c.seq.is_not(None)).order_by(_TABLE.c.seq.desc()).limit(1)
-    ).first()
-    return (row.seq, row.row_hash) if row is not None else (0, GENESIS)
+    return head()
 
 
 def record(action: str, subject_type: str, subject_id: Any = None, *, actor: str = "gapbridge", **details: Any) -> None:
@@ -215,7 +216,7 @@ def verify(expect_head: tuple[int, str] | None = None, *, limit: int = 50, batch
     """Check the whole chain, streaming rows in seq order (memory does not grow with the log).
 
     ``expect_head`` (seq, hash), kept from an earlier run, also catches the newest rows removed.
-    Keeps the first ``limit`` problems and counts all. Reads only.
+    Keeps the first ``limit`` problems and counts all. Reads only; the caller ends the read transaction.
     """
     t = _TABLE.c
     connection = db.session.connection()
