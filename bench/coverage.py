@@ -107,10 +107,10 @@ def load(app, findings: int) -> int:
                 db.session.add(RiskAcceptance(check_id=check.id, scope_business_unit="Retail", justification="benchmark acceptance",
                                               approver="CISO", created_by="bench", expires_at=utcnow() + timedelta(days=90)))
         db.session.commit()
-        conn = db.session.connection()
-        for table in ("incidents", "findings", "risk_acceptances"):
-            conn.execute(sa.text(f"ANALYZE {table}"))
-        db.session.commit()
+        # what autovacuum does for a table in use: statistics, and the visibility map index-only scans rely on
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as maintenance:
+            for table in ("incidents", "findings", "risk_acceptances"):
+                maintenance.execute(sa.text(f"VACUUM ANALYZE {table}"))
         total = db.session.scalar(sa.text("SELECT count(*) FROM findings"))
     print(f"loaded {n} incidents and {total} findings", file=sys.stderr)
     return n

@@ -50,7 +50,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
     from .web.health import bp as health_bp
 
     app.register_blueprint(health_bp)
-    init_api(app)
+    if config["api"]["enabled"]:
+        init_api(app)
+    else:  # unknown /api/ paths still answer JSON, not an HTML page
+        from .web.api import errors
+
+        errors.init_app(app)
     return app
 
 

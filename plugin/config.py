@@ -63,8 +63,8 @@ class ApiSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    # The read-only JSON endpoints; local-only until the authenticated auditor API lands.
-    enabled = fields.Boolean(load_default=False)
+    # the API under /api (every endpoint needs a token); false leaves only /healthz
+    enabled = fields.Boolean(load_default=True)
     # per token and per process (plugin.web.auth); the burst defaults to ten seconds' worth
     rate_limit_per_minute = fields.Integer(load_default=600, validate=validate.Range(min=1, max=1_000_000))
     rate_limit_burst = fields.Integer(load_default=None, validate=validate.Range(min=1, max=1_000_000))

@@ -116,3 +116,13 @@ def test_the_docs_page_is_served_from_the_package(app) -> None:
         r = client.get(asset)
         assert r.status_code == 200 and len(r.data) > 1000, asset
         r.close()  # a file response keeps its file open until closed
+
+
+def test_an_api_switched_off_leaves_only_the_health_check(app_factory) -> None:
+    app = app_factory(api={"enabled": False})
+    client = app.test_client()
+    token = token_for(app, "admin")
+    r = client.get("/api/v1/gaps", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 404 and r.is_json
+    assert client.get("/api/openapi.json").status_code == 404
+    assert client.get("/healthz").status_code == 200

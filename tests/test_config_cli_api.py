@@ -26,7 +26,7 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
 
 def test_defaults_need_no_file() -> None:
     cfg = load_config(None, env={})
-    assert cfg["connectors"] == {} and cfg["api"]["enabled"] is False and cfg["database_url"] is None
+    assert cfg["connectors"] == {} and cfg["api"]["enabled"] is True and cfg["database_url"] is None
 
 
 def test_unknown_key_is_named_with_its_line(tmp_path: Path) -> None:

@@ -209,7 +209,6 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
     cfg = load_config(None, env={})
     cfg["instance_path"] = str(workdir)
     cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
-    cfg["api"]["enabled"] = True
     cfg["mappings"]["regulatory"] = ["gdpr", "nis2", "dora"]  # show every check the demo data exercises
     from connectors.servicenow import ServiceNowConnector
 
@@ -258,6 +257,16 @@ def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int
             click.echo(format_report(gap_report(gapbridge(app).ruleset)))
         if once:
             sys.exit(0 if status == 0 else status)
+        with app.app_context():
+            from datetime import timedelta
+
+            from ..models import utcnow
+            from ..services import tokens
+
+            # the demo's own throwaway token, so the API can be tried at once (a real deployment creates its own)
+            _, token = tokens.create(f"demo-auditor-{utcnow():%Y%m%d%H%M%S}", "auditor", utcnow() + timedelta(days=1), "demo")
+        click.echo(f"\nAPI docs: http://{host}:{port}/api/docs\nAuditor token for this demo (valid 24 h):\n  {token}\n"
+                   f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/api/v1/coverage/controls", err=True)
         stop = threading.Event()
 
         def scheduler() -> None:

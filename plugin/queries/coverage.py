@@ -81,15 +81,33 @@ def outcome_rank(now: datetime) -> sa.ColumnElement[int]:
         else_=_RANK["passed"])
 
 
-def _mapping(groups: list[Group]) -> sa.CTE:
-    """(check, group number) pairs as a common table expression (SQLite takes VALUES there, not as an aliased FROM item).
+GROUPS_PER_MASK = 15  # 4 bits a group in a signed 64-bit integer
 
-    Groups go by number: the per-incident step groups hundreds of thousands of rows by it, and integers
-    sort and hash far faster than collated text.
+
+def _outcome_bits(groups: list[Group], now: datetime) -> tuple[sa.CTE, sa.ColumnElement[int]]:
+    """Each finding as one bit per group its check is in: bit 4 * (the group's place) + (the outcome's rank - 1).
+
+    OR-ed over an incident's findings, the highest bit set in a group's four says the incident's outcome under
+    that group: one aggregate over incidents instead of one row per incident and group, a third of the time.
+    (check, bit offset) pairs are a small table expression: the hash join on it costs less than a CASE over
+    the check ids on every row. SQLite has no bitwise aggregate: a sum of distinct single bits is their OR.
     """
-    pairs = [(c, n) for n, g in enumerate(groups) for c in g.checks]
-    values = sa.values(sa.column("check_id", sa.String), sa.column("grp", sa.Integer), name="grp_checks").data(pairs or [("", -1)])
-    return values.cte("grp_checks")
+    pairs = [(c, 4 * n) for n, g in enumerate(groups) for c in g.checks]
+    # VALUES, not a UNION of one-row SELECTs: SQLAlchemy compiles VALUES anew each time (about 15 ms), but PostgreSQL
+    # estimates it well; the UNION's plan took three times as long
+    m = sa.values(sa.column("check_id", sa.String), sa.column("offset", sa.Integer), name="grp_checks").data(pairs or [("", 0)])
+    cte = m.cte("grp_checks")
+    bit = sa.literal(1, sa.BigInteger).op("<<")(sa.cast(cte.c.offset + outcome_rank(now) - 1, sa.Integer))
+    return cte, sa.func.bit_or(bit) if db.engine.dialect.name == "postgresql" else sa.func.sum(sa.distinct(bit))
+
+
+def _analytic_memory() -> None:
+    """Room for the per-incident step to sort in memory: PostgreSQL's default 4 MB spills a quarter's findings to disk.
+
+    SET LOCAL lasts until the end of this transaction (the request), not for the connection.
+    """
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(sa.text("SET LOCAL work_mem = '32MB'"))
 
 
 def in_scope_total(scope: Scope) -> int:
@@ -98,23 +116,29 @@ def in_scope_total(scope: Scope) -> int:
 
 def coverage(groups: list[Group], scope: Scope, now: datetime) -> list[Counts]:
     """One row per group: incidents in scope and how they fared (independent of any cache: always what is stored now)."""
-    m = _mapping(groups)
-    per_incident = (
-        sa.select(m.c.grp, Finding.incident_id, sa.func.max(outcome_rank(now)).label("worst"))
-        .select_from(Finding)
-        .join(Incident, Incident.id == Finding.incident_id)
-        .join(m, m.c.check_id == Finding.check_id)
-        .where(Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions())
-        .group_by(m.c.grp, Finding.incident_id)
-    ).subquery()
-    rows = db.session.execute(sa.select(per_incident.c.grp, per_incident.c.worst, sa.func.count())
-                              .group_by(per_incident.c.grp, per_incident.c.worst)).all()
-    total = in_scope_total(scope)
     counts = [Counts(g) for g in groups]
-    for grp, worst, n in rows:
-        c = counts[grp]
-        setattr(c, _BY_RANK[worst], getattr(c, _BY_RANK[worst]) + n)
-        c.in_scope += n
+    _analytic_memory()
+    for start in range(0, len(groups), GROUPS_PER_MASK):
+        chunk = groups[start:start + GROUPS_PER_MASK]
+        cte, mask = _outcome_bits(chunk, now)
+        per_incident = (
+            sa.select(mask.label("mask")).select_from(Finding)
+            .join(Incident, Incident.id == Finding.incident_id)
+            .join(cte, cte.c.check_id == Finding.check_id)
+            .where(Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions())
+            .group_by(Finding.incident_id)
+        ).subquery()
+        columns = []
+        for n in range(len(chunk)):
+            nibble = per_incident.c.mask.op(">>")(4 * n).op("&")(15)
+            # the highest bit set is rank r when the nibble lies in [2^(r-1), 2^r)
+            columns += [sa.func.count().filter(sa.and_(nibble >= 1 << (r - 1), nibble < 1 << r)) for r in range(1, 5)]
+        row = db.session.execute(sa.select(*columns)).one()
+        for n, c in enumerate(counts[start:start + GROUPS_PER_MASK]):
+            for r in range(1, 5):
+                setattr(c, _BY_RANK[r], row[4 * n + r - 1] or 0)
+            c.in_scope = c.passed + c.pending + c.accepted + c.failed
+    total = in_scope_total(scope)
     for c in counts:
         c.not_applicable = total - c.in_scope
     return counts

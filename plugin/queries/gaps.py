@@ -60,7 +60,8 @@ def gaps(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> tuple[list
     status, sort, limit = args["status"], args["sort"], args["limit"]
     key_expr, key_type = _sort_key(ruleset, sort)
     accepted = accepted_term(now)
-    q = (sa.select(Finding, Incident, key_expr.label("k"))
+    # the page's keys first, over narrow rows (a top-N sort in memory), then the full rows of those few
+    q = (sa.select(Finding.id, key_expr.label("k"), Finding.incident_id, Finding.check_id)
          .join(Incident, Incident.id == Finding.incident_id)
          .where(Finding.kind == args["kind"], *Scope.from_args(args).conditions()))
     if status == "open":
@@ -94,8 +95,10 @@ def gaps(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> tuple[list
         q = q.where(sa.tuple_(key_expr, Finding.incident_id, Finding.check_id) > sa.tuple_(
             sa.literal(last, type_=Finding.__table__.c.first_failed_at.type) if key_type is str else sa.literal(last),
             sa.literal(incident_id), sa.literal(check_id)))
-    q = q.order_by(key_expr, Finding.incident_id, Finding.check_id).limit(limit)
-    rows = db.session.execute(q).all()
+    keys = db.session.execute(q.order_by(key_expr, Finding.incident_id, Finding.check_id).limit(limit)).all()
+    full = {f.id: (f, i) for f, i in db.session.execute(
+        sa.select(Finding, Incident).join(Incident, Incident.id == Finding.incident_id).where(Finding.id.in_([k.id for k in keys] or [0])))}
+    rows = [(*full[k.id], k.k) for k in keys if k.id in full]
     acceptances = []
     if status == "accepted" and rows:
         acceptances = list(db.session.execute(sa.select(RiskAcceptance).where(in_force(now))).scalars())
@@ -104,10 +107,10 @@ def gaps(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> tuple[list
         acc = next((a for a in acceptances if matches(a, finding.check_id, incident, now)), None)
         out.append(GapRow(finding, incident, status, acc))
     next_cursor = None
-    if len(rows) == limit:
-        f, _, k = rows[-1]
-        last_key = k.isoformat() if isinstance(k, datetime) else (_as_iso(k) if key_type is str else k)
-        next_cursor = cursors.encode(key, [last_key, f.incident_id, f.check_id])
+    if len(keys) == limit:
+        last = keys[-1]
+        last_key = last.k.isoformat() if isinstance(last.k, datetime) else (_as_iso(last.k) if key_type is str else last.k)
+        next_cursor = cursors.encode(key, [last_key, last.incident_id, last.check_id])
     return out, next_cursor
 
 

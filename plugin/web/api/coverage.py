@@ -58,7 +58,9 @@ def _page(groups: list[q.Group], name: str, args: dict[str, Any]) -> dict[str, A
     scope = Scope.from_args(args)
     page, nxt = cursors.page_list(groups, lambda g: g.key, name, args)
     rows = q.coverage(page, scope, utcnow())
-    return {"scope": scope.describe(), "ruleset": ruleset.hash, "incidents_in_scope": q.in_scope_total(scope),
+    # every row counts the same incidents, applicable or not
+    total = rows[0].in_scope + rows[0].not_applicable if rows else q.in_scope_total(scope)
+    return {"scope": scope.describe(), "ruleset": ruleset.hash, "incidents_in_scope": total,
             "items": [_row(ruleset, c) for c in rows], "next_cursor": nxt}
 
 

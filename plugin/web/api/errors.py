@@ -84,6 +84,7 @@ def _no_nul_bytes() -> Any:
 
 
 def init_app(app: Flask) -> None:
+    app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(ValidationError, _validation_error)
     for error in (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError):
         app.register_error_handler(error, _database_unavailable)
