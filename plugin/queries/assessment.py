@@ -13,6 +13,7 @@ from ..models import Finding, Incident, RiskAcceptance
 from ..rules.model import FAIL, GAP, PASS, PENDING, Ruleset
 from .acceptance import in_force, matches
 from .coverage import control_groups
+from .export_rows import link
 from .scope import Scope
 
 _STATUS = {PASS: "pass", FAIL: "fail", PENDING: "pending"}
@@ -64,7 +65,7 @@ def build(ruleset: Ruleset, scope: Scope, *, title: str, now: datetime, version:
     for incident_id in in_scope_ids:
         inc = incidents.get(incident_id) or db.session.get(Incident, incident_id)
         assert inc is not None
-        observed.append(ObservedIncident(inc.id, inc.source, inc.number, inc.url, inc.title, inc.severity, inc.opened_at,
+        observed.append(ObservedIncident(inc.id, inc.source, inc.number, link(inc.url), inc.title, inc.severity, inc.opened_at,
                                          inc.closed_at, tuple(found.get(incident_id, ()))))
     ra = RiskAcceptance
     # every acceptance in force at some moment of the period, whatever its status now

@@ -6,12 +6,19 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from connectors.redact import redact_urls
+
 from ..rules.model import Ruleset
 from . import coverage as cov
 from .gaps import gaps
 from .scope import Scope
 
 PAGE = 1000
+
+
+def link(url: str | None) -> str | None:
+    """A ticket link as exported: never with credentials, whatever an older row holds."""
+    return None if url is None else redact_urls(url)
 
 
 def gap_rows(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> Iterator[dict[str, Any]]:
@@ -21,7 +28,7 @@ def gap_rows(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> Iterat
         for r in rows:
             f, i = r.finding, r.incident
             check = ruleset.check(f.check_id)
-            yield {"incident_id": i.id, "source": i.source, "number": i.number, "url": i.url, "title": i.title,
+            yield {"incident_id": i.id, "source": i.source, "number": i.number, "url": link(i.url), "title": i.title,
                    "business_unit": i.business_unit, "assignment_group": i.assignment_group, "incident_severity": i.severity,
                    "opened_at": i.opened_at, "closed_at": i.closed_at, "check_id": f.check_id,
                    "check_title": check.title if check else None, "kind": f.kind, "gap_severity": f.severity,
@@ -57,7 +64,7 @@ def population_rows(group: cov.Group, scope: Scope, outcome: str | None, now: da
         for m in members:
             i = m.incident
             yield {"group": group.kind, "key": group.key, "outcome": m.outcome, "incident_id": i.id, "source": i.source,
-                   "number": i.number, "url": i.url, "title": i.title, "business_unit": i.business_unit, "incident_severity": i.severity,
+                   "number": i.number, "url": link(i.url), "title": i.title, "business_unit": i.business_unit, "incident_severity": i.severity,
                    "opened_at": i.opened_at, "closed_at": i.closed_at, "checks": m.checks}
         if len(members) < PAGE:
             return

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
+
+from connectors.redact import redact_urls
 
 from ..queries.gaps import SORTS, STATUSES
 from ..rules.model import GAP, KINDS, SEVERITIES
@@ -26,6 +30,13 @@ class FindingSchema(Schema):
     due_at = fields.AwareDateTime(allow_none=True, metadata={"description": "when a clock falls (or fell) due"})
 
 
+class LinkField(fields.String):
+    """A URL as shown: never with user:password@ or a credential parameter, whatever an older row holds."""
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else redact_urls(str(value))
+
+
 class TicketSchema(Schema):
     """What identifies an incident and links to its ticket."""
 
@@ -33,7 +44,7 @@ class TicketSchema(Schema):
     source = fields.String(required=True)
     external_id = fields.String(required=True)
     number = fields.String(allow_none=True)
-    url = fields.String(allow_none=True, metadata={"description": "the ticket in the ITSM tool"})
+    url = LinkField(allow_none=True, metadata={"description": "the ticket in the ITSM tool"})
     title = fields.String(allow_none=True)
     severity = fields.String(allow_none=True)
     business_unit = fields.String(allow_none=True)
