@@ -114,6 +114,10 @@ class Incident(Model):
     assessed_revision: Mapped[int | None] = mapped_column(sa.Integer)
     assessed_ruleset: Mapped[str | None] = mapped_column(sa.String(64))
     last_assessed_on: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the incident's outcome under each control and each sub-process, 4 bits a group (plugin.queries.coverage),
+    # written with its findings; coverage reads these instead of every finding
+    control_outcomes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    subprocess_outcomes: Mapped[int | None] = mapped_column(sa.BigInteger)
 
     findings: Mapped[list[Finding]] = relationship(
         "Finding", back_populates="incident", cascade="all, delete-orphan", passive_deletes=True)

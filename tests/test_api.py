@@ -338,3 +338,24 @@ def test_times_are_utc_iso_8601(api) -> None:
     for g in body["items"]:
         for key in ("evaluated_at", "first_failed_at"):
             assert g[key].endswith("+00:00") and datetime.fromisoformat(g[key]).utcoffset() == timedelta(0)
+
+
+def test_coverage_reads_the_outcomes_stored_with_the_findings_and_falls_back_to_them(api, api_app) -> None:
+    """Each incident stores its outcome per control; a missing one (assessed before it existed) is read from its findings."""
+    before = api.json("/api/v1/coverage/controls/A.5.28")
+    with api_app.app_context():
+        masks = db.session.execute(sa.select(Incident.control_outcomes, Incident.subprocess_outcomes)).all()
+        assert masks and all(c is not None and s is not None for c, s in masks)
+        some = [i for (i,) in db.session.execute(sa.select(Incident.id).order_by(Incident.id).limit(10))]
+        db.session.execute(sa.update(Incident).where(Incident.id.in_(some)).values(control_outcomes=None))
+        db.session.commit()
+    assert api.json("/api/v1/coverage/controls/A.5.28") == before  # read from the findings instead
+    with api_app.app_context():  # a stored outcome that lies shows: the numbers come from it
+        db.session.execute(sa.update(Incident).values(control_outcomes=0))
+        db.session.commit()
+    lying = api.json("/api/v1/coverage/controls/A.5.28")
+    assert lying["in_scope"] == 0 and lying["not_applicable"] == before["in_scope"] + before["not_applicable"]
+    with api_app.app_context():  # re-assessment writes them again
+        assess(gapbridge(api_app).ruleset, everything=True, now=NOW)
+        db.session.remove()
+    assert api.json("/api/v1/coverage/controls/A.5.28") == before

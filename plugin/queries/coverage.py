@@ -74,10 +74,14 @@ def _control_order(cid: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in cid.removeprefix("A.").split("."))
 
 
-def outcome_rank(now: datetime) -> sa.ColumnElement[int]:
-    """A finding's outcome as a rank (see _RANK); pass, fail and pending are the stored outcomes."""
+def outcome_rank(now: datetime | None) -> sa.ColumnElement[int]:
+    """A finding's outcome as a rank (see _RANK); pass, fail and pending are the stored outcomes.
+
+    With ``now`` None, acceptances are left out: a failed gap ranks as failed (the stored masks).
+    """
+    accepted = [(sa.and_(Finding.status == FAIL, accepted_term(now)), _RANK["accepted"])] if now is not None else []
     return sa.case(
-        (sa.and_(Finding.status == FAIL, accepted_term(now)), _RANK["accepted"]),
+        *accepted,
         (Finding.status == FAIL, _RANK["failed"]),
         (Finding.status == PENDING, _RANK["pending"]),
         else_=_RANK["passed"])
@@ -86,7 +90,7 @@ def outcome_rank(now: datetime) -> sa.ColumnElement[int]:
 GROUPS_PER_MASK = 15  # 4 bits a group in a signed 64-bit integer
 
 
-def _outcome_bits(groups: list[Group], now: datetime) -> tuple[sa.CTE, sa.ColumnElement[int]]:
+def _outcome_bits(groups: list[Group], now: datetime | None, name: str = "grp_checks") -> tuple[sa.CTE, sa.ColumnElement[int]]:
     """Each finding as one bit per group its check is in: bit 4 * (the group's place) + (the outcome's rank - 1).
 
     OR-ed over an incident's findings, the highest bit set in a group's four says the incident's outcome under
@@ -97,14 +101,14 @@ def _outcome_bits(groups: list[Group], now: datetime) -> tuple[sa.CTE, sa.Column
     pairs = [(c, 4 * n) for n, g in enumerate(groups) for c in g.checks] or [("", 0)]
     if db.engine.dialect.name == "postgresql":
         # two arrays unnested: bound parameters, so SQLAlchemy keeps the compiled statement (VALUES it compiles every time)
-        checks = sa.bindparam("grp_check_ids", [c for c, _ in pairs], type_=postgresql.ARRAY(sa.String))
-        offsets = sa.bindparam("grp_offsets", [o for _, o in pairs], type_=postgresql.ARRAY(sa.Integer))
+        checks = sa.bindparam(f"{name}_ids", [c for c, _ in pairs], type_=postgresql.ARRAY(sa.String))
+        offsets = sa.bindparam(f"{name}_offsets", [o for _, o in pairs], type_=postgresql.ARRAY(sa.Integer))
         table: Any = sa.func.unnest(checks, offsets).table_valued(
             sa.column("check_id", sa.String), sa.column("offset", sa.Integer)).render_derived()
-        cte = sa.select(table.c.check_id, table.c.offset).cte("grp_checks")
+        cte = sa.select(table.c.check_id, table.c.offset).cte(name)
     else:
-        values = sa.values(sa.column("check_id", sa.String), sa.column("offset", sa.Integer), name="grp_checks").data(pairs)
-        cte = values.cte("grp_checks")
+        values = sa.values(sa.column("check_id", sa.String), sa.column("offset", sa.Integer), name=name).data(pairs)
+        cte = values.cte(name)
     bit = sa.literal(1, sa.BigInteger).op("<<")(sa.cast(cte.c.offset + outcome_rank(now) - 1, sa.Integer))
     return cte, sa.func.bit_or(bit) if db.engine.dialect.name == "postgresql" else sa.func.sum(sa.distinct(bit))
 
@@ -122,10 +126,48 @@ def in_scope_total(scope: Scope) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Incident).where(*scope.conditions())) or 0
 
 
-def coverage(groups: list[Group], scope: Scope, now: datetime) -> list[Counts]:
-    """One row per group: incidents in scope and how they fared (independent of any cache: always what is stored now)."""
-    counts = [Counts(g) for g in groups]
-    _analytic_memory()
+def layouts(ruleset: Ruleset) -> dict[str, list[Group]]:
+    """The groups whose outcomes each incident stores (Incident.control_outcomes, .subprocess_outcomes), in bit order."""
+    return {"control_outcomes": control_groups(ruleset), "subprocess_outcomes": subprocess_groups(ruleset)}
+
+
+def stored_masks(ruleset: Ruleset) -> dict[str, sa.ColumnElement[Any] | None]:
+    """Per stored column, the mask of one incident's findings (correlated on Incident), acceptances left out.
+
+    None where the ruleset has more groups than one integer holds: coverage then aggregates the findings.
+    """
+    out: dict[str, sa.ColumnElement[Any] | None] = {}
+    for column, groups in layouts(ruleset).items():
+        if len(groups) > GROUPS_PER_MASK:
+            out[column] = None
+            continue
+        cte, mask = _outcome_bits(groups, None, f"{column}_checks")
+        out[column] = sa.func.coalesce(
+            sa.select(mask).select_from(Finding).join(cte, cte.c.check_id == Finding.check_id)
+            .where(Finding.incident_id == Incident.id, Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]))
+            .scalar_subquery(), 0)
+    return out
+
+
+def _nibble_counts(mask: Any, positions: list[int]) -> list[Any]:
+    """For each group position, four counts: incidents whose highest bit in that group's nibble is rank 1, 2, 3, 4."""
+    columns: list[Any] = []
+    for n in positions:
+        # the shift count typed as an integer: PostgreSQL has bigint >> int, not bigint >> bigint
+        nibble = mask.op(">>")(sa.literal(4 * n, sa.Integer)).op("&")(15)
+        # the highest bit set is rank r when the nibble lies in [2^(r-1), 2^r)
+        columns += [sa.func.count().filter(sa.and_(nibble >= 1 << (r - 1), nibble < 1 << r)) for r in range(1, 5)]
+    return columns
+
+
+def _add(counts: list[Counts], row: Any) -> None:
+    for n, c in enumerate(counts):
+        for r in range(1, 5):
+            setattr(c, _BY_RANK[r], getattr(c, _BY_RANK[r]) + (row[4 * n + r - 1] or 0))
+
+
+def _live(groups: list[Group], counts: list[Counts], scope: Scope, now: datetime, *where: sa.ColumnElement[bool]) -> None:
+    """Aggregate the findings themselves (accepted risks applied) into ``counts``."""
     for start in range(0, len(groups), GROUPS_PER_MASK):
         chunk = groups[start:start + GROUPS_PER_MASK]
         cte, mask = _outcome_bits(chunk, now)
@@ -133,21 +175,93 @@ def coverage(groups: list[Group], scope: Scope, now: datetime) -> list[Counts]:
             sa.select(mask.label("mask")).select_from(Finding)
             .join(Incident, Incident.id == Finding.incident_id)
             .join(cte, cte.c.check_id == Finding.check_id)
-            .where(Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions())
+            .where(Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions(), *where)
             .group_by(Finding.incident_id)
         ).subquery()
-        columns = []
-        for n in range(len(chunk)):
-            nibble = per_incident.c.mask.op(">>")(4 * n).op("&")(15)
-            # the highest bit set is rank r when the nibble lies in [2^(r-1), 2^r)
-            columns += [sa.func.count().filter(sa.and_(nibble >= 1 << (r - 1), nibble < 1 << r)) for r in range(1, 5)]
-        row = db.session.execute(sa.select(*columns)).one()
-        for n, c in enumerate(counts[start:start + GROUPS_PER_MASK]):
-            for r in range(1, 5):
-                setattr(c, _BY_RANK[r], row[4 * n + r - 1] or 0)
-            c.in_scope = c.passed + c.pending + c.accepted + c.failed
-    total = in_scope_total(scope)
+        _add(counts[start:start + GROUPS_PER_MASK], db.session.execute(sa.select(*_nibble_counts(per_incident.c.mask, list(range(len(chunk)))))).one())
+
+
+def _stored_positions(ruleset: Ruleset | None, groups: list[Group]) -> tuple[str, list[int]] | None:
+    """(column, bit positions) when every group is one of a stored layout; else None."""
+    if ruleset is None or not groups:
+        return None
+    for column, layout in layouts(ruleset).items():
+        if len(layout) > GROUPS_PER_MASK:
+            continue
+        place = {(g.kind, g.key, g.checks): n for n, g in enumerate(layout)}
+        positions = [place.get((g.kind, g.key, g.checks)) for g in groups]
+        if all(p is not None for p in positions):
+            return column, [p for p in positions if p is not None]
+    return None
+
+
+def _accepted_instead_of_failed(layout: list[Group], positions: list[int], counts: list[Counts], scope: Scope, now: datetime,
+                                current: sa.ColumnElement[bool]) -> None:
+    """The stored outcomes leave acceptances out: move an incident from failed to accepted under a group when an
+    acceptance in force covers every failed gap it has there. Only failed findings are read, and only when some
+    acceptance is in force.
+    """
+    accepted = accepted_term(now)
+    if isinstance(accepted, sa.sql.elements.False_):
+        return
+    cte, _ = _outcome_bits(layout, None, "accepted_checks")
+    group_bit = sa.literal(1, sa.BigInteger).op("<<")(sa.cast(cte.c.offset, sa.Integer))
+    uncovered = sa.case((accepted, None), else_=group_bit)
+    if db.engine.dialect.name == "postgresql":
+        failing, unaccepted = sa.func.bit_or(group_bit), sa.func.coalesce(sa.func.bit_or(uncovered), 0)
+    else:  # no bitwise aggregate: a sum of distinct single bits is their OR
+        failing, unaccepted = sa.func.sum(sa.distinct(group_bit)), sa.func.coalesce(sa.func.sum(sa.distinct(uncovered)), 0)
+    # only incidents with a failed gap some acceptance covers: few, where acceptances are few and narrow
+    covered = (sa.select(Finding.incident_id).join(Incident, Incident.id == Finding.incident_id)
+               .where(Finding.kind == GAP, Finding.status == FAIL, accepted, *scope.conditions(), current))
+    rows = db.session.execute(
+        sa.select(failing, unaccepted).select_from(Finding)
+        .join(Incident, Incident.id == Finding.incident_id).join(cte, cte.c.check_id == Finding.check_id)
+        .where(Finding.kind == GAP, Finding.status == FAIL, Finding.incident_id.in_(covered))
+        .group_by(Finding.incident_id).having(failing != unaccepted)).all()
+    for all_failed, still_failed in rows:
+        for c, n in zip(counts, positions, strict=True):
+            bit = 1 << (4 * n)
+            if all_failed & bit and not still_failed & bit:
+                c.failed -= 1
+                c.accepted += 1
+
+
+def coverage(groups: list[Group], scope: Scope, now: datetime, ruleset: Ruleset | None = None) -> list[Counts]:
+    """One row per group: incidents in scope and how they fared, always from what is stored now.
+
+    Given the ruleset, the standard groups read the outcome masks each incident stores with its findings (written in
+    the same transaction, so never behind a sync); acceptances in force are applied from the failed findings; incidents
+    assessed under other mappings are aggregated from their findings, as are other groups (a 2013 control's).
+    """
+    counts = [Counts(g) for g in groups]
+    _analytic_memory()
+    stored = _stored_positions(ruleset, groups)
+    if stored is None or ruleset is None:
+        _live(groups, counts, scope, now)
+        total = in_scope_total(scope)
+    else:
+        column_name, positions = stored
+        column = getattr(Incident, column_name)
+        current = sa.and_(Incident.assessed_ruleset == ruleset.hash, column.is_not(None))
+        # incidents share few distinct outcome masks: count them by mask and decode here
+        total = stale = 0
+        for mask, n in db.session.execute(sa.select(sa.case((current, column), else_=None), sa.func.count())
+                                          .where(*scope.conditions()).group_by(sa.case((current, column), else_=None))):
+            total += n
+            if mask is None:
+                stale += n
+                continue
+            for c, position in zip(counts, positions, strict=True):
+                nibble = (mask >> (4 * position)) & 15
+                if nibble:
+                    rank = nibble.bit_length()
+                    setattr(c, _BY_RANK[rank], getattr(c, _BY_RANK[rank]) + n)
+        if stale:  # assessed under other mappings, or before the masks existed: from their findings
+            _live(groups, counts, scope, now, ~current)
+        _accepted_instead_of_failed(layouts(ruleset)[column_name], positions, counts, scope, now, current)
     for c in counts:
+        c.in_scope = c.passed + c.pending + c.accepted + c.failed
         c.not_applicable = total - c.in_scope
     return counts
 

@@ -46,7 +46,7 @@ def groups(ruleset: Ruleset, by: str) -> list[cov.Group]:
 
 
 def coverage_rows(ruleset: Ruleset, scope: Scope, by: str, now: datetime) -> Iterator[dict[str, Any]]:
-    for c in cov.coverage(groups(ruleset, by), scope, now):
+    for c in cov.coverage(groups(ruleset, by), scope, now, ruleset):
         g = c.group
         decided = c.in_scope - c.pending
         yield {"group": g.kind, "key": g.key, "title": g.title,

@@ -23,6 +23,7 @@ from connectors.canonical import FIELDS, OPEN_STATES
 
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
+from ..queries.coverage import stored_masks
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
 from . import audit
@@ -56,6 +57,7 @@ def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: in
         t.assessed_ruleset.is_(None),
         t.assessed_ruleset != ruleset_hash,
         t.assessed_revision != t.revision,
+        t.control_outcomes.is_(None),  # assessed before the masks existed (migration 0006)
         sa.and_(t.state.in_(OPEN_STATES), t.last_assessed_on < cutoff),
         t.id.in_(sa.select(ft.incident_id).where(ft.status == PENDING, ft.due_at <= now)),
     )
@@ -173,8 +175,24 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
                                                  "last_assessed_on": now} for r in rows])
+    refresh_outcome_masks(ruleset, [r.id for r in rows])
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+def refresh_outcome_masks(ruleset: Ruleset, incident_ids: Sequence[int]) -> None:
+    """Write each incident's outcome per control and sub-process from its findings, in the caller's transaction.
+
+    Coverage reads these instead of every finding; written with the findings, they are never behind them.
+    """
+    if not incident_ids:
+        return
+    masks = stored_masks(ruleset)
+    values = {column: sa.literal(0, sa.BigInteger) if mask is None else mask for column, mask in masks.items()}
+    t = Incident.__table__
+    for start in range(0, len(incident_ids), BATCH):
+        db.session.execute(sa.update(Incident).where(t.c.id.in_(list(incident_ids[start:start + BATCH]))).values(**values)
+                           .execution_options(synchronize_session=False))
 
 
 # a finding row as it goes to the driver: the check's constants (``check_constants``), then the outcome
@@ -310,4 +328,5 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
     for start in range(0, len(superseded), BATCH):
         db.session.execute(ft.delete().where(ft.c.check_id == check.id, some), {"ids": superseded[start:start + BATCH]})
     insert_encoded(ft, FINDING_COLUMNS, changed)
+    refresh_outcome_masks(ruleset, sorted({f[FINDING_COLUMNS.index("incident_id")] for f in changed} | set(superseded)))
     audit.record_many(events)

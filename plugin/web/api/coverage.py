@@ -57,7 +57,7 @@ def _page(groups: list[q.Group], name: str, args: dict[str, Any]) -> dict[str, A
     ruleset = gapbridge().ruleset
     scope = Scope.from_args(args)
     page, nxt = cursors.page_list(groups, lambda g: g.key, name, args)
-    rows = q.coverage(page, scope, utcnow())
+    rows = q.coverage(page, scope, utcnow(), ruleset)
     # every row counts the same incidents, applicable or not
     total = rows[0].in_scope + rows[0].not_applicable if rows else q.in_scope_total(scope)
     return {"scope": scope.describe(), "ruleset": ruleset.hash, "incidents_in_scope": total,
@@ -67,7 +67,7 @@ def _page(groups: list[q.Group], name: str, args: dict[str, Any]) -> dict[str, A
 def _one(group: q.Group, args: dict[str, Any]) -> dict[str, Any]:
     ruleset = gapbridge().ruleset
     scope = Scope.from_args(args)
-    (counts,) = q.coverage([group], scope, utcnow())
+    (counts,) = q.coverage([group], scope, utcnow(), ruleset)
     return {**_row(ruleset, counts), "scope": scope.describe(), "ruleset": ruleset.hash}
 
 
