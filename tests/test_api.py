@@ -343,9 +343,16 @@ def test_times_are_utc_iso_8601(api) -> None:
 def test_coverage_reads_the_outcomes_stored_with_the_findings_and_falls_back_to_them(api, api_app) -> None:
     """Each incident stores its outcome per control; a missing one (assessed before it existed) is read from its findings."""
     before = api.json("/api/v1/coverage/controls/A.5.28")
+    from plugin.services.assess import refresh_outcome_masks
+
     with api_app.app_context():
-        masks = db.session.execute(sa.select(Incident.control_outcomes, Incident.subprocess_outcomes)).all()
-        assert masks and all(c is not None and s is not None for c, s in masks)
+        masks = db.session.execute(sa.select(Incident.id, Incident.control_outcomes, Incident.subprocess_outcomes)
+                                   .order_by(Incident.id)).all()
+        assert masks and all(c is not None and s is not None for _, c, s in masks) and any(c for _, c, _ in masks)
+        # written in Python by the sync and the assessment; the same as the database computes from the findings
+        refresh_outcome_masks(gapbridge(api_app).ruleset, [i for i, _, _ in masks])
+        assert db.session.execute(sa.select(Incident.id, Incident.control_outcomes, Incident.subprocess_outcomes)
+                                  .order_by(Incident.id)).all() == masks
         some = [i for (i,) in db.session.execute(sa.select(Incident.id).order_by(Incident.id).limit(10))]
         db.session.execute(sa.update(Incident).where(Incident.id.in_(some)).values(control_outcomes=None))
         db.session.commit()

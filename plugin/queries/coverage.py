@@ -131,6 +131,25 @@ def layouts(ruleset: Ruleset) -> dict[str, list[Group]]:
     return {"control_outcomes": control_groups(ruleset), "subprocess_outcomes": subprocess_groups(ruleset)}
 
 
+MASK_RANK = {PASS: _RANK["passed"], PENDING: _RANK["pending"], FAIL: _RANK["failed"]}
+_MASK_BITS: dict[str, dict[str, list[tuple[int, int]]]] = {}
+
+
+def mask_bits(ruleset: Ruleset) -> dict[str, list[tuple[int, int]]]:
+    """check id -> [(stored column's place in ``layouts``, the bit offset of a group it is in)], for the masks written
+    in Python from outcomes in hand (the sync's hot path); a layout too large for one integer is left out (0)."""
+    found = _MASK_BITS.get(ruleset.hash)
+    if found is None:
+        found = {}
+        for place, groups in enumerate(layouts(ruleset).values()):
+            if len(groups) <= GROUPS_PER_MASK:
+                for n, g in enumerate(groups):
+                    for c in g.checks:
+                        found.setdefault(c, []).append((place, 4 * n))
+        _MASK_BITS[ruleset.hash] = found
+    return found
+
+
 def stored_masks(ruleset: Ruleset) -> dict[str, sa.ColumnElement[Any] | None]:
     """Per stored column, the mask of one incident's findings (correlated on Incident), acceptances left out.
 

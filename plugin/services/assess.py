@@ -23,7 +23,7 @@ from connectors.canonical import FIELDS, OPEN_STATES
 
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
-from ..queries.coverage import stored_masks
+from ..queries.coverage import MASK_RANK, mask_bits, stored_masks
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
 from . import audit
@@ -139,6 +139,14 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
                                     .where(mine), {"ids": ids}):
             previous.setdefault(f.incident_id, {})[f.check_id] = (f.status, f.first_failed_at, f.resolved_at)
     n_checks = len(ruleset.incident_checks)
+    # each incident's outcome per control and sub-process, from the outcomes in hand and its stored across-incident findings
+    bits = mask_bits(ruleset)
+    masks = {r.id: [0, 0] for r in rows}
+    across_gaps = [c.id for c in ruleset.across_checks if c.id in bits]
+    if ids and across_gaps:
+        for held in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status).where(
+                ft.c.incident_id.in_(sa.bindparam("ids", expanding=True)), ft.c.check_id.in_(across_gaps)), {"ids": ids}):
+            _set_bits(masks[held.incident_id], bits, held.check_id, held.status)
     # rows go to the driver as tuples: per check, its constant columns are encoded once
     dialect = db.engine.dialect.name
     encode_time = column_encoder(ft, "evaluated_at", dialect)
@@ -150,8 +158,10 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
         before_all = previous.get(row.id, {})
         opened_ids: list[str] = []
         failing = set()
+        mask = masks[row.id]
         for check_id, status, details, due_at in outcomes:
             summary.statuses[status] += 1
+            _set_bits(mask, bits, check_id, status)
             before = before_all.get(check_id)
             was_fail = before is not None and before[0] == FAIL
             first_failed, resolved = _fail_times(status, before, encode_time, evaluated_at)
@@ -174,10 +184,20 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     insert_encoded(ft, FINDING_COLUMNS, findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
-                                                 "last_assessed_on": now} for r in rows])
-    refresh_outcome_masks(ruleset, [r.id for r in rows])
+                                                 "last_assessed_on": now, "control_outcomes": masks[r.id][0],
+                                                 "subprocess_outcomes": masks[r.id][1]} for r in rows])
+    else:  # the sync wrote the assessment columns with the incident
+        bulk_update(Incident.__table__, "id", [{"id": r.id, "control_outcomes": masks[r.id][0], "subprocess_outcomes": masks[r.id][1]}
+                                               for r in rows])
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+def _set_bits(mask: list[int], bits: Mapping[str, list[tuple[int, int]]], check_id: str, status: str) -> None:
+    rank = MASK_RANK.get(status)
+    if rank is not None:
+        for place, offset in bits.get(check_id, ()):
+            mask[place] |= 1 << (offset + rank - 1)
 
 
 def refresh_outcome_masks(ruleset: Ruleset, incident_ids: Sequence[int]) -> None:
