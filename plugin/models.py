@@ -45,7 +45,8 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 FINDING_STATUSES = ("pass", "fail", "pending", "not_applicable")
 FINDING_KINDS = ("gap", "improvement")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "superseded")
-SYNC_STATUSES = ("running", "succeeded", "failed")
+# abandoned: the run stopped without finishing (killed, crashed); the sync that took its lease over marked it
+SYNC_STATUSES = ("running", "succeeded", "failed", "abandoned")
 
 
 class Incident(Model):
@@ -208,6 +209,9 @@ class SyncRun(Model):
     bookmark_before: Mapped[Any] = mapped_column(JSONType, nullable=True)
     bookmark_after: Mapped[Any] = mapped_column(JSONType, nullable=True)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    holder: Mapped[str | None] = mapped_column(sa.String(128))  # the process that ran it (host:pid), as its lease names it
+    abandoned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    abandoned_by: Mapped[str | None] = mapped_column(sa.String(128))  # the process whose sync took the lease over
 
 
 class OutboxItem(Model):
@@ -233,6 +237,18 @@ class OutboxItem(Model):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxBackoff(Model):
+    """A wait a tool asked for (Retry-After), per connector instance: every drain on every instance honours it."""
+
+    __tablename__ = "outbox_backoff"
+
+    source: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    until: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    asked_seconds: Mapped[float] = mapped_column(sa.Float, nullable=False)
+    message: Mapped[str] = mapped_column(sa.Text, nullable=False)  # what the tool asked, as the drain reports it
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class Lease(Model):

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from ..base import (
+    AuthenticationError,
     Connector,
     Enrichment,
     HttpSession,
@@ -18,6 +19,7 @@ from ..base import (
     NormalizationError,
     OAuth2TokenAuth,
     Page,
+    PermissionDeniedError,
     WriteResult,
 )
 from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, RECORD_TYPES, empty_incident, parse_utc
@@ -32,6 +34,8 @@ _JSON_LISTS = frozenset({"evidence", "notifications", "escalations", "timeline"}
 # every other field keeps its code (category, contact_type, close_code), which checks compare against
 _BY_NAME = frozenset({"business_unit", "assignment_group", "assignee", "reporter", "affected_ci", "problem_ref",
                       "maintenance_ref", "capacity_ref"})
+# an instance that wants an interactive login (SSO, expired session) answers its login form, not JSON
+_LOGIN_PAGE = re.compile(r"login\.do|name=[\"']?user_(name|password)\b|<title>[^<]*log ?in", re.IGNORECASE)
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
@@ -67,6 +71,25 @@ class ServiceNowConnector(Connector):
         self._type_values = {k.lower(): v for k, v in types["values"].items()}
         self._type_categories = {k.lower(): v for k, v in types["categories"].items()}
 
+    def _json(self, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
+        """``HttpSession.json``, but a login page (with 200 or 403) is the login refused: an AuthenticationError."""
+        what = f"{method} {self.http.url(path).split('?', 1)[0]}"
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except PermissionDeniedError as exc:
+            if _LOGIN_PAGE.search(str(exc)):  # the message quotes the start of a body that is not JSON
+                raise AuthenticationError(f"{what}: HTTP 403 with a login page: check the credentials") from None
+            raise
+        if "html" in response.headers.get("Content-Type", "") and _LOGIN_PAGE.search(response.text):
+            raise AuthenticationError(f"{what}: HTTP {response.status_code} answered a login page, not JSON: check the credentials")
+        try:
+            return response.json(), response
+        except ValueError:
+            kind = response.headers.get("Content-Type", "no content type")
+            snippet = response.text[:80].replace("\n", " ")
+            raise InvalidResponseError(f"{what}: HTTP {response.status_code} "
+                                       f"answered {kind}, not JSON: {snippet!r}") from None
+
     # --- reading -----------------------------------------------------------------------
 
     def _columns(self) -> str:
@@ -98,7 +121,7 @@ class ServiceNowConnector(Connector):
         params = {"sysparm_query": self.keyset_query(after), "sysparm_limit": str(limit),
                   "sysparm_display_value": self.options["display_value"], "sysparm_exclude_reference_link": "true",
                   "sysparm_fields": self.columns}
-        body, response = self.http.json("GET", f"api/now/table/{self.table}", params=params)
+        body, response = self._json("GET", f"api/now/table/{self.table}", params=params)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, list):
             raise InvalidResponseError(f"GET api/now/table/{self.table}: the body has no 'result' list")
@@ -226,7 +249,7 @@ class ServiceNowConnector(Connector):
         check = sorted(c for c in body if c != "work_notes")
         params = {"sysparm_fields": ",".join(["sys_id", *check]), "sysparm_display_value": "false",
                   "sysparm_exclude_reference_link": "true"}
-        result, _ = self.http.json("PATCH", f"api/now/table/{self.table}/{enrichment.external_id}", params=params, json=body)
+        result, _ = self._json("PATCH", f"api/now/table/{self.table}/{enrichment.external_id}", params=params, json=body)
         record = result.get("result") if isinstance(result, dict) else None
         if not isinstance(record, dict):
             raise InvalidResponseError(f"PATCH api/now/table/{self.table}/{enrichment.external_id}: the body has no 'result' record")
@@ -239,14 +262,14 @@ class ServiceNowConnector(Connector):
     def current_fingerprint(self, external_id: str) -> str | None:
         fp_column = self.write_options["fingerprint_field"]
         if fp_column:
-            body, _ = self.http.json("GET", f"api/now/table/{self.table}/{external_id}",
+            body, _ = self._json("GET", f"api/now/table/{self.table}/{external_id}",
                                      params={"sysparm_fields": f"sys_id,{fp_column}", "sysparm_display_value": "false"})
             record = body.get("result") if isinstance(body, dict) else None
             if not isinstance(record, dict):
                 raise InvalidResponseError(f"GET api/now/table/{self.table}/{external_id}: the body has no 'result' record")
             return str(record.get(fp_column) or "") or None
         query = f"element_id={external_id}^element=work_notes^valueLIKE[gapbridge:^ORDERBYDESCsys_created_on"
-        body, _ = self.http.json("GET", "api/now/table/sys_journal_field",
+        body, _ = self._json("GET", "api/now/table/sys_journal_field",
                                  params={"sysparm_query": query, "sysparm_limit": "1", "sysparm_fields": "value,sys_created_on"})
         rows = body.get("result") if isinstance(body, dict) else None
         if not isinstance(rows, list):

@@ -13,12 +13,21 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 
-from connectors.base import Connector, ConnectorError, Enrichment, FatalConnectorError, RetriableConnectorError, error_text
+from connectors.base import (
+    AuthenticationError,
+    Connector,
+    ConnectorError,
+    Enrichment,
+    FatalConnectorError,
+    RetriableConnectorError,
+    error_text,
+)
 
 from ..extensions import db
-from ..models import Finding, Incident, OutboxItem, RiskAcceptance, utcnow
+from ..models import Finding, Incident, OutboxBackoff, OutboxItem, RiskAcceptance, utcnow
 from ..queries.acceptance import matches, reaches
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
@@ -213,6 +222,7 @@ class PlanSummary:
     queued: int = 0
     unchanged: int = 0
     superseded: int = 0
+    failed: int = 0  # current notes that failed: reported, not re-queued
 
 
 class _Acceptances:
@@ -286,45 +296,72 @@ def plan(ruleset: Ruleset, *, source: str | None = None, now: datetime | None = 
                         found.ended[f.check_id] = ended
             elif f.status == FAIL:
                 found.improvements.append((f.check_id, list(f.details or [])))
-        latest: dict[int, Any] = {}
-        for o in db.session.execute(sa.select(ot.c.id, ot.c.incident_id, ot.c.fingerprint, ot.c.status, ot.c.payload)
-                                    .where(ot.c.incident_id.in_(ids)).order_by(ot.c.id)):
-            latest[o.incident_id] = o  # the newest row wins
+        by_fp: dict[tuple[int, str], Any] = {}
+        last_sent: dict[int, Any] = {}
+        for o in db.session.execute(sa.select(ot.c.id, ot.c.incident_id, ot.c.fingerprint, ot.c.status, ot.c.payload, ot.c.sent_at)
+                                    .where(ot.c.incident_id.in_(ids))):
+            by_fp[(o.incident_id, o.fingerprint)] = o
+            if o.status == "sent" and (o.incident_id not in last_sent or (o.sent_at, o.id) > (last_sent[o.incident_id].sent_at,
+                                                                                               last_sent[o.incident_id].id)):
+                last_sent[o.incident_id] = o
         for inc in incidents:
             findings = reported.get(inc.id, TicketFindings())
             fp = fingerprint(findings)
-            queued = latest.get(inc.id)
-            on_ticket = inc.enrichment_fingerprint or (queued.fingerprint if queued is not None and queued.status == "sent" else None)
-            if fp == on_ticket or (queued is not None and queued.fingerprint == fp and queued.status in ("pending", "sent")):
+            sent = last_sent.get(inc.id)
+            # What the ticket carries: the last note we sent (by sent_at; a re-sent older row counts from its new
+            # sent_at). Only before we ever sent one, what the tool showed at the last sync.
+            on_ticket = sent.fingerprint if sent is not None else inc.enrichment_fingerprint
+            # any other note still waiting, or failed, is stale now: it must never reach the ticket after this one
+            stale = [o.id for (iid, ofp), o in by_fp.items() if iid == inc.id and ofp != fp and o.status in ("pending", "failed")]
+            if stale:
+                db.session.execute(ot.update().where(ot.c.id.in_(stale), ot.c.status.in_(["pending", "failed"]))
+                                   .values(status="superseded", claimed_by=None, claimed_until=None))
+                summary.superseded += len(stale)
+            mine = by_fp.get((inc.id, fp))
+            if fp == on_ticket or (fp == CLEAN and on_ticket is None):  # current, or clean and never reported: no note
                 summary.unchanged += 1
                 continue
-            if fp == CLEAN and on_ticket is None:
-                summary.unchanged += 1  # nothing was ever reported: no note for a clean ticket
+            if mine is not None and mine.status == "pending":
+                summary.unchanged += 1
                 continue
-            told = (queued.payload or {}).get("fields", {}) if queued is not None else {}
+            if mine is not None and mine.status == "failed":
+                summary.failed += 1  # terminal until --retry-failed or a new set of gaps
+                continue
+            told = (sent.payload or {}).get("fields", {}) if sent is not None else {}
             # an accepted gap that passes now was resolved too; one just accepted was not
             previous = set(f"{told.get('gap_checks', '')},{told.get('accepted_checks', '')}".split(",")) - {""}
             closed = sorted(previous - {cid for cid, _ in findings.gaps} - {a.check_id for a in findings.accepted})
-            if queued is not None and queued.status == "pending":
-                db.session.execute(ot.update().where(ot.c.incident_id == inc.id, ot.c.status == "pending")
-                                   .values(status="superseded", claimed_by=None, claimed_until=None))
-                summary.superseded += 1
             payload = {
                 "note": render_note(ruleset, inc.number, findings, closed, fp, now_),
                 "fields": enrichment_fields(ruleset, findings, fp),
                 "labels": ticket_labels(findings),
             }
-            existing = db.session.execute(sa.select(ot.c.id).where(ot.c.incident_id == inc.id, ot.c.fingerprint == fp)).first()
-            if existing:  # the same gaps came back after a different set: send that row again
-                db.session.execute(ot.update().where(ot.c.id == existing.id).values(
-                    status="pending", payload=payload, attempts=0, next_attempt_at=utcnow(), last_error=None, sent_at=None))
+            if _queue(inc, fp, payload):
+                summary.queued += 1
             else:
-                db.session.execute(sa.insert(OutboxItem).values(
-                    incident_id=inc.id, source=inc.source, external_id=inc.external_id, fingerprint=fp,
-                    payload=payload, status="pending", attempts=0, next_attempt_at=utcnow(), created_at=utcnow()))
-            summary.queued += 1
+                summary.unchanged += 1  # another instance queued it since we read the outbox
         db.session.commit()
     return summary
+
+
+def _queue(inc: Any, fp: str, payload: dict[str, Any]) -> bool:
+    """Insert the note as pending, or send an old row of the same gaps again; True if this call queued it.
+
+    One statement, so two plans at once cannot both insert (the unique key on incident and fingerprint):
+    the later one finds the row and leaves it as it is, unless it was sent or superseded before.
+    """
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    ot = OutboxItem.__table__
+    now = utcnow()
+    stmt = insert(ot).values(incident_id=inc.id, source=inc.source, external_id=inc.external_id, fingerprint=fp, payload=payload,
+                             status="pending", attempts=0, next_attempt_at=now, created_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ot.c.incident_id, ot.c.fingerprint],
+        set_={"status": "pending", "payload": stmt.excluded.payload, "attempts": 0, "next_attempt_at": now, "last_error": None,
+              "sent_at": None, "claimed_by": None, "claimed_until": None},
+        where=ot.c.status.in_(["sent", "superseded"]))
+    # RETURNING says whether this call wrote the row, alike on SQLite and PostgreSQL (rowcount did not, on psycopg)
+    return db.session.execute(stmt.returning(ot.c.id)).first() is not None
 
 
 # --- draining the outbox ---------------------------------------------------------------
@@ -361,12 +398,17 @@ def _claim(item_id: int, me: str, now: datetime, seconds: int = 300) -> bool:
 def drain(connectors: Mapping[str, Connector], *, max_attempts: int = 12, backoff_base: float = 30.0,
           backoff_cap: float = 21600.0, batch_size: int = 100, now: datetime | None = None,
           retry_failed: bool = False) -> DrainSummary:
-    """Write due outbox items; a failing tool leaves them pending for a later run."""
+    """Write due outbox items; a failing tool leaves them pending for a later run.
+
+    A source is left alone for the rest of the run after a failure, and for as long as its tool asked
+    (a Retry-After, kept in ``outbox_backoff``) by every run on every instance.
+    """
     summary = DrainSummary()
     me = worker_id()
     ot = OutboxItem.__table__
     if retry_failed:
-        db.session.execute(ot.update().where(ot.c.status == "failed").values(status="pending", attempts=0, next_attempt_at=utcnow()))
+        db.session.execute(ot.update().where(ot.c.status == "failed", ot.c.source.in_(list(connectors)))
+                           .values(status="pending", attempts=0, next_attempt_at=utcnow()))
         db.session.commit()
     last_id = 0
     while True:
@@ -379,12 +421,45 @@ def drain(connectors: Mapping[str, Connector], *, max_attempts: int = 12, backof
             break
         last_id = due[-1].id
         for row in due:
-            if row.source in summary.unreachable or not _claim(row.id, me, now_):
+            # checked before every claim: another instance may have been asked to wait a moment ago
+            if row.source in summary.unreachable or _held(row.source, now_, summary) or not _claim(row.id, me, now_):
                 continue
             item = db.session.get(OutboxItem, row.id)
             assert item is not None
             _deliver(item, connectors[item.source], summary, max_attempts, backoff_base, backoff_cap, now_)
+    _forget_served_waits(list(connectors), now or utcnow())
     return summary
+
+
+def _held(source: str, now: datetime, summary: DrainSummary) -> bool:
+    """True if the tool behind ``source`` asked us to wait past ``now``; the run then says what it asked, once."""
+    hold = db.session.get(OutboxBackoff, source, populate_existing=True)
+    if hold is None or hold.until <= now:
+        return False
+    summary.unreachable.add(source)
+    summary.errors.append(f"{source}: {hold.message}")
+    return True
+
+
+def _hold(connector: Connector, seconds: float, now: datetime) -> str:
+    """Keep the wait the tool asked for, for every run and instance; the message says what was asked."""
+    until = now + timedelta(seconds=seconds)
+    tool = getattr(connector, "tool_name", None) or type(connector).__name__.removesuffix("Connector")
+    when = f"{until:%H:%M:%S} UTC" if until.date() == now.date() else f"{until:%Y-%m-%d %H:%M:%S} UTC"
+    message = f"{tool} asked to wait {seconds:g} s; next attempt after {when}"
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(OutboxBackoff).values(source=connector.name, until=until, asked_seconds=seconds, message=message, set_at=utcnow())
+    db.session.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={
+        "until": stmt.excluded.until, "asked_seconds": stmt.excluded.asked_seconds, "message": stmt.excluded.message,
+        "set_at": stmt.excluded.set_at}))
+    return message
+
+
+def _forget_served_waits(sources: list[str], now: datetime) -> None:
+    """A wait served is deleted, so that what is left in ``outbox_backoff`` is only what still holds."""
+    bt = OutboxBackoff.__table__
+    db.session.execute(bt.delete().where(bt.c.source.in_(sources), bt.c.until <= now))
+    db.session.commit()
 
 
 def _deliver(item: OutboxItem, connector: Connector, summary: DrainSummary, max_attempts: int,
@@ -399,10 +474,26 @@ def _deliver(item: OutboxItem, connector: Connector, summary: DrainSummary, max_
             summary.already_current += 1
             return
         result = connector.write_back(enrichment)
+    except AuthenticationError as exc:
+        # the account is refused, not the note: one more login per note would lock the account out. The note
+        # keeps its attempts and stays pending; the run stops for this connector and says so.
+        error = error_text(exc)
+        item.last_error = f"the login was refused: {error}"
+        item.claimed_by = item.claimed_until = None
+        db.session.commit()
+        waiting = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem).where(
+            OutboxItem.source == item.source, OutboxItem.status == "pending"))
+        summary.unreachable.add(item.source)
+        summary.errors.append(f"{item.source}: the login was refused ({error}); write-back stopped for this connector, {waiting} notes wait")
+        log.error("write-back to %s stopped: the login was refused (%s)", item.source, error)
+        return
     except RetriableConnectorError as exc:
         item.attempts += 1
         item.last_error = error = error_text(exc)
         item.claimed_by = item.claimed_until = None
+        if exc.retry_after:
+            # the tool said how long: that, not our retries, is the news
+            item.last_error = error = _hold(connector, exc.retry_after, now)
         if item.attempts >= max_attempts:
             item.status = "failed"
             summary.failed += 1
@@ -413,7 +504,7 @@ def _deliver(item: OutboxItem, connector: Connector, summary: DrainSummary, max_
                 delay = max(delay, timedelta(seconds=exc.retry_after))
             item.next_attempt_at = now + delay
             summary.retrying += 1
-        summary.errors.append(f"{item.source} {item.external_id}: {error}")
+        summary.errors.append(f"{item.source}: {error}" if exc.retry_after else f"{item.source} {item.external_id}: {error}")
         summary.unreachable.add(item.source)  # stop hammering a tool that is down; the rest waits
         db.session.commit()
         return
