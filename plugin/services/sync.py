@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
@@ -11,14 +12,17 @@ import pickle
 import queue
 import signal
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from multiprocessing.connection import wait
+from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
 
@@ -47,6 +51,10 @@ FIRST_ANALYZE_AT = 2000
 
 class SyncBusyError(Exception):
     """Another process holds this source's sync lease."""
+
+
+class SyncLeaseLostError(SyncBusyError):
+    """The lease expired while this sync ran, and another sync took it over (and marked this run abandoned)."""
 
 
 @dataclass
@@ -197,31 +205,39 @@ def worker_process_available() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin"
 
 
+# each message from the worker: its length, then the pickled item
+_FRAME = struct.Struct("!Q")
+# a sync's pipe is made and its worker forked under this lock, so that another sync's worker,
+# forked meanwhile in another thread, never holds a copy of this pipe's writing end
+_FORK_LOCK = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
 def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ruleset: Ruleset | None, dialect: str,
                        depth: int = 2) -> Generator[PreparedPage, None, None]:
     """Pages fetched, normalized and evaluated in a forked worker process, in order.
 
-    An error in the worker is raised here after the pages before it. Closing the generator
-    (or this process dying) stops the worker.
+    An error in the worker is raised here after the pages before it; the worker dying raises
+    FetchWorkerError, also in the middle of a page. Closing the generator (or this process
+    dying) stops the worker.
+
+    A plain pipe, not a multiprocessing.Queue: each end is held by one process only, so the
+    worker dying is an end of file here and this process dying fails the worker's next write.
+    A Queue keeps both ends in both processes, so either could wait on the other forever.
     """
     ctx = multiprocessing.get_context("fork")
-    pages: Any = ctx.Queue(maxsize=depth)
-    stop = ctx.Event()
-    worker = ctx.Process(target=_worker_main, args=(connector, bookmark, ruleset, dialect, pages, stop, os.getpid()),
-                         name=f"gapbridge-fetch-{connector.name}", daemon=True)
-    worker.start()
+    with _FORK_LOCK:
+        read_fd, write_fd = os.pipe()
+        worker = ctx.Process(target=_worker_main, args=(connector, bookmark, ruleset, dialect, read_fd, write_fd, depth, os.getpid()),
+                             name=f"gapbridge-fetch-{connector.name}", daemon=True)
+        try:
+            worker.start()
+        finally:
+            os.close(write_fd)
     try:
+        os.set_blocking(read_fd, False)  # never block on a read: see _read
         while True:
-            try:
-                item = pages.get(timeout=0.5)
-            except queue.Empty:
-                if worker.is_alive():
-                    continue
-                try:  # it may have exited right after its last put
-                    item = pages.get(timeout=0.5)
-                except queue.Empty:
-                    raise FetchWorkerError(f"the fetch worker of {connector.name!r} exited with status {worker.exitcode} "
-                                           "before the sync finished") from None
+            item = _receive(read_fd, worker, connector.name)
             if item is None:
                 return
             if isinstance(item, _WorkerFailure):
@@ -230,21 +246,90 @@ def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ru
                 raise FetchWorkerError(f"the fetch worker of {connector.name!r} failed: {item.description}")
             yield item
     finally:
-        stop.set()
-        worker.join(timeout=2.0)
-        if worker.is_alive():
-            worker.terminate()
+        os.close(read_fd)  # the worker's next write fails, and it stops
+        worker.join(timeout=1.0)
+        if worker.is_alive():  # busy in a fetch: it holds nothing we need
+            worker.kill()
             worker.join(timeout=5.0)
-        pages.cancel_join_thread()
-        pages.close()
+
+
+def _receive(fd: int, worker: Any, name: str) -> Any:
+    header = _read(fd, _FRAME.size, worker)
+    if header is not None:
+        body = _read(fd, _FRAME.unpack(header)[0], worker)
+        if body is not None:
+            return pickle.loads(body)
+    worker.join(timeout=5.0)  # its end of file comes as it exits; the status a moment later
+    during = " while sending a page" if header is not None else ""
+    raise FetchWorkerError(f"the fetch worker of {name!r} exited with status {worker.exitcode}{during} before the sync finished")
+
+
+def _read(fd: int, size: int, worker: Any) -> bytearray | None:
+    """``size`` bytes from the worker's pipe (non-blocking), or None if the worker ended before they all came.
+
+    The end of file ends it; so does the worker being dead with nothing left to read, in case
+    some other process (forked from this one by other code) holds a copy of the writing end.
+    """
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got, dead = 0, False
+    while got < size:
+        try:
+            n = os.readv(fd, [view[got:]])
+        except BlockingIOError:
+            if dead:
+                return None
+            if not worker.is_alive():
+                dead = True  # read once more: all it wrote before exiting is in the pipe
+            else:
+                wait([fd, worker.sentinel], timeout=1.0)
+            continue
+        if n == 0:
+            return None
+        got += n
+    return buffer
+
+
+def _write(fd: int, data: bytes) -> None:
+    for part in (_FRAME.pack(len(data)), data):
+        view = memoryview(part)
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux), wherever the worker is blocked, a fetch included."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the request took effect
+        os._exit(1)
 
 
 def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset: Ruleset | None, dialect: str,
-                 pages: Any, stop: Any, parent: int) -> None:
+                 read_fd: int, write_fd: int, depth: int, parent: int) -> None:
+    os.close(read_fd)  # the parent holds the only reading end: when it dies or closes it, our writes fail
+    _exit_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth - 1))  # plus the one being written: depth pages ahead
+    broken = threading.Event()
+
+    def send() -> None:  # pickling and writing overlap preparing the next page
+        while True:
+            item = ahead.get()
+            try:
+                _write(write_fd, pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            except OSError:  # the parent closed its end (done, failed) or died
+                broken.set()
+                return
+            if item is None or isinstance(item, _WorkerFailure):
+                return
+
+    sender = threading.Thread(target=send, name="gapbridge-send", daemon=True)
+    sender.start()
 
     def put(item: Any) -> bool:  # an orphan (parent killed) stops too
-        return _put_while(pages, item, lambda: not stop.is_set() and os.getppid() == parent, 0.5)
+        return _put_while(ahead, item, lambda: not broken.is_set() and os.getppid() == parent, 0.5)
 
     connector.forked()
     gc.freeze()  # what the parent built is never garbage here; do not traverse (or copy on write) it
@@ -263,6 +348,9 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
             put(_WorkerFailure(None, description))
     finally:
         connector.close()
+    # the last item must reach the parent before we exit; a write fails at once if the parent is gone
+    while sender.is_alive() and os.getppid() == parent:
+        sender.join(timeout=0.5)
 
 
 def worker_id() -> str:
@@ -287,14 +375,46 @@ def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int 
     """
     source, me = connector.name, worker_id()
     lease = f"sync:{source}"
+    before = lease_holder(lease)
+    previous = before.holder if before is not None and before.holder != me else None
+    db.session.commit()  # end the read's transaction; the lease is taken in its own
     if not acquire_lease(lease, me, lease_seconds):
         holder = lease_holder(lease)
         who = f" by {holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder else ""
         raise SyncBusyError(f"a sync of {source!r} is already running{who}")
     try:
+        _abandon_runs(source, me, previous)
         return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset, worker_process)
     finally:
         release_lease(lease, me)
+
+
+# the runs this process has under way: the lease is per process (host:pid), so another thread's run
+# of the same source is not stale, while a run of an earlier process with the same host:pid (a
+# restarted container) is
+_RUNS_HERE: set[int] = set()
+
+
+def _abandon_runs(source: str, me: str, previous: str | None) -> None:
+    """Mark abandoned the runs of ``source`` still recorded as running, each with a closing audit event.
+
+    We hold the source's lease, so none of them is running: its process was killed or crashed
+    (its lease expired, or its host:pid is gone), or it lost the lease and stops at its next page.
+    ``previous`` is who held the lease when we took it, if anyone else did.
+    """
+    t = SyncRun.__table__.c
+    stale = [r for r in db.session.execute(sa.select(t.id, t.holder, t.pages, t.stored, t.bookmark_after)
+                                           .where(t.source == source, t.status == "running")) if r.id not in _RUNS_HERE]
+    if not stale:
+        return
+    now = utcnow()
+    db.session.execute(sa.update(SyncRun).where(SyncRun.id.in_([r.id for r in stale]), SyncRun.status == "running")
+                       .values(status="abandoned", abandoned_at=now, abandoned_by=me))
+    for r in stale:
+        log.warning("sync run %s of %r (by %s) never finished: marked abandoned", r.id, source, r.holder or previous or "?")
+        audit.record("sync.abandoned", "sync_run", r.id, source=source, holder=r.holder, lease_holder=previous, by=me,
+                     pages=r.pages, stored=r.stored, bookmark=r.bookmark_after)
+    db.session.commit()
 
 
 def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lease_seconds: int,
@@ -306,11 +426,12 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
     if use_worker and not worker_process_available():
         log.info("no fork on this platform: fetching in a thread of this process")
         use_worker = False
-    run = SyncRun(source=source, full=full, status="running", started_at=utcnow(), bookmark_before=bookmark)
+    run = SyncRun(source=source, full=full, status="running", started_at=utcnow(), bookmark_before=bookmark, holder=me)
     db.session.add(run)
     audit.record("sync.started", "sync_run", None, source=source, full=full, bookmark=bookmark, worker_process=use_worker)
     db.session.commit()
     summary = SyncSummary(source, run.id, "running")
+    _RUNS_HERE.add(run.id)
     try:
         dialect = db.engine.dialect.name
         pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
@@ -318,12 +439,15 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
         analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
         with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
             for page in pages:
+                # renew while we make progress; a lease taken over (ours expired) means our run was marked
+                # abandoned and another sync stores this source now: store nothing more
+                if not acquire_lease(lease, me, lease_seconds):
+                    raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
                 _store_page(source, run, page, summary, ruleset)
                 if summary.stored >= analyze_at:
                     refresh_planner_statistics()
                     db.session.commit()
                     analyze_at = 2 * summary.stored
-                acquire_lease(lease, me, lease_seconds)  # renew while we make progress
                 if progress:
                     progress(summary, page.total)
     except BaseException as exc:
@@ -331,8 +455,11 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
         db.session.rollback()
         _finish(run, summary, "failed", error_text(exc))
         raise
-    _finish(run, summary, "succeeded", None)
-    return summary
+    else:
+        _finish(run, summary, "succeeded", None)
+        return summary
+    finally:
+        _RUNS_HERE.discard(run.id)
 
 
 def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSummary, ruleset: Ruleset | None) -> None:
@@ -362,10 +489,20 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSumm
     db.session.commit()  # the page, its rejections and the bookmark, in one transaction
 
 
+def _holder_name(lease: str) -> str:
+    holder = lease_holder(lease)
+    return holder.holder if holder else "another sync"
+
+
 def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) -> None:
     summary.status, summary.error = status, error
-    db.session.execute(sa.update(SyncRun).where(SyncRun.id == summary.run_id).values(
-        status=status, finished_at=utcnow(), error=error))
+    # a run marked abandoned (its lease taken over) keeps that status and the taker's closing event
+    finished = cast(CursorResult[Any], db.session.execute(sa.update(SyncRun).where(
+        SyncRun.id == summary.run_id, SyncRun.status == "running").values(status=status, finished_at=utcnow(), error=error)))
+    if finished.rowcount == 0:
+        summary.status = "abandoned"
+        db.session.commit()
+        return
     audit.record(f"sync.{status}", "sync_run", summary.run_id, source=summary.source, pages=summary.pages,
                  fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
                  rejected=summary.rejected, error=error)
