@@ -22,6 +22,9 @@ class SyncRunSchema(Schema):
     changed = fields.Integer(required=True)
     rejected = fields.Integer(required=True)
     error = fields.String(allow_none=True)
+    holder = fields.String(allow_none=True, metadata={"description": "the process (host:pid) that ran it"})
+    abandoned_at = fields.AwareDateTime(allow_none=True, metadata={"description": "when a later sync found it killed and took over"})
+    abandoned_by = fields.String(allow_none=True)
 
 
 class SyncRunArgs(PageArgs):
