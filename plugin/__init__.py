@@ -11,24 +11,36 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from .config import load_config
+from . import db_schema
+from .config import check_database_url, load_config, normalize_database_url
+from .db_schema import MIGRATIONS_DIR, StartupError
 from .extensions import db, json_dumps, migrate
 from .state import GapBridge
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "normalize_database_url", "MIGRATIONS_DIR", "StartupError"]
 
-MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+log = logging.getLogger("gapbridge")
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | Path | None = None,
-               *, gapbridge_config: dict[str, Any] | None = None) -> Flask:
-    """The app factory: defaults, then the config file, then the environment, then extensions."""
+               *, gapbridge_config: dict[str, Any] | None = None, manage_schema: bool = True) -> Flask:
+    """The app factory: defaults, then the config file, then the environment, then extensions, then the schema.
+
+    With ``database.migrate_on_start`` the schema is brought to head under a lock, else a schema behind is logged.
+    ``manage_schema=False`` leaves the schema alone: the CLI does, in each command that uses the database.
+    Raises ConfigError for bad settings and StartupError when the database or the instance folder cannot be used.
+    """
     app = Flask(__name__, instance_relative_config=True)
     path = config_path or os.environ.get("GAPBRIDGE_CONFIG")
     config = gapbridge_config if gapbridge_config is not None else load_config(Path(path) if path else None)
     if config.get("instance_path"):
         app.instance_path = str(Path(config["instance_path"]).resolve())
-    os.makedirs(app.instance_path, exist_ok=True)
+    try:
+        os.makedirs(app.instance_path, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the instance folder {app.instance_path} (instance_path): {exc.strerror}") from None
+    if config.get("database_url"):
+        check_database_url(config["database_url"], "database_url")  # a config built in code skipped load_config's check
     database_url = config.get("database_url") or f"sqlite:///{Path(app.instance_path) / 'gapbridge.db'}"
     app.config.from_mapping(
         SQLALCHEMY_DATABASE_URI=normalize_database_url(database_url),
@@ -56,15 +68,32 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
         from .web.api import errors
 
         errors.init_app(app)
+    if manage_schema:
+        _schema_on_start(app, config.get("database") or {})
     return app
 
 
-def normalize_database_url(url: str) -> str:
-    """Use psycopg 3 for PostgreSQL URLs given in the common short forms."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
-    return url
+def _schema_on_start(app: Flask, options: Mapping[str, Any]) -> None:
+    """Migrate under the lock, or (switched off) only say that the schema is behind: /healthz then answers 503."""
+    if options.get("migrate_on_start", True):
+        try:
+            db_schema.upgrade_under_lock(app, options.get("migrate_lock_timeout_seconds", 600))
+        except db_schema.DatabaseUnavailable as exc:
+            # serve anyway: the API answers 503 with Retry-After and /healthz says why, rather than a crash loop
+            log.error("%s; /healthz answers 503 until the schema is current (restart, or %s)", exc, db_schema.UPGRADE_HINT)
+        except StartupError as exc:
+            log.error("gapbridge cannot start: %s", exc)  # gunicorn's worker log shows this line above its traceback
+            with app.app_context():
+                db.engine.dispose()  # the app is not returned: close what its pool holds
+            raise
+        return
+    try:
+        status = db_schema.check(app)
+    except StartupError as exc:
+        log.warning("%s", exc)
+        return
+    if not status["current"]:
+        log.warning("%s", db_schema.behind_message(status["revision"], status["head"]))
 
 
 def _sqlite_pragmas(app: Flask) -> None:

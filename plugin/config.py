@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import ConfigurationError, connector_class, redact_urls
 
@@ -80,6 +80,16 @@ class RiskSchema(Schema):
     max_acceptance_days = fields.Integer(load_default=365, validate=validate.Range(min=1, max=3650))
 
 
+class DatabaseSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # every process (each gunicorn worker too) brings the schema to head on start, one at a time under a lock;
+    # false: only `gapbridge db upgrade` migrates, and /healthz answers 503 while the schema is behind
+    migrate_on_start = fields.Boolean(load_default=True)
+    migrate_lock_timeout_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1))
+
+
 class ConnectorInstanceSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # the connector's own schema validates the rest
@@ -92,6 +102,7 @@ class ConfigSchema(Schema):
         unknown = RAISE
 
     database_url = fields.String(load_default=None)
+    database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
     instance_path = fields.String(load_default=None)
     log_level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
     mappings = fields.Nested(MappingsSchema, load_default=lambda: MappingsSchema().load({}))
@@ -218,17 +229,39 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> dict
         if env.get(var):
             config["database_url"], origin = env[var], f"environment variable {var}"
     if config["database_url"]:
-        _check_database_url(config["database_url"], origin)
+        check_database_url(config["database_url"], origin)
     return config
 
 
-def _check_database_url(url: str, origin: str) -> None:
-    """A malformed URL is a configuration error here; SQLAlchemy's own parse error may quote it, password and all."""
+EXPECTED_URL = "expected sqlite:///PATH or postgresql://user:password@host:port/database"
+
+
+def normalize_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs given in the common short forms."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def check_database_url(url: str, origin: str) -> None:
+    """A URL GapBridge cannot use is a configuration error here, not a traceback when the engine is made.
+
+    The value is never repeated: SQLAlchemy's own errors may quote it, password and all.
+    """
     try:
-        make_url(url)
+        parsed = make_url(normalize_database_url(url))
     except (ArgumentError, ValueError):
-        raise ConfigError(f"{origin}: not a database URL (expected dialect://user:password@host:port/database; "
-                          "the value is not repeated, it may hold a password)") from None
+        raise ConfigError(f"{origin}: not a database URL ({EXPECTED_URL})") from None
+    # the migrations are written and tested for these two only
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{origin}: unsupported database {parsed.get_backend_name()!r} ({EXPECTED_URL})")
+    try:
+        parsed.get_dialect().import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigError(f"{origin}: unknown database driver {parsed.drivername!r} ({EXPECTED_URL})") from None
+    except ImportError as exc:
+        raise ConfigError(f"{origin}: the driver for {parsed.drivername!r} is not installed ({exc.name or exc})") from None
 
 
 def redact(value: Any) -> Any:

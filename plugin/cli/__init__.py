@@ -10,16 +10,18 @@ import click
 import sqlalchemy as sa
 from flask import Flask
 
-from connectors.base import redact_urls
+from connectors.base import redacted_traceback
 
-from .. import create_app
+from .. import create_app, db_schema
 from ..config import ConfigError
+from ..db_schema import StartupError
 from ..rules.yamlsource import MappingErrors
 from ..state import gapbridge
 
 log = logging.getLogger("gapbridge")
 
-USER_ERROR = 2
+USER_ERROR = 2  # the operator's input: configuration, mappings, arguments
+RUNTIME_ERROR = 1  # the environment: a database that cannot be reached, a folder that cannot be written
 
 
 def fail(message: str, code: int = USER_ERROR) -> NoReturn:
@@ -27,22 +29,36 @@ def fail(message: str, code: int = USER_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def config_failure(exc: ConfigError) -> NoReturn:
+    fail(f"configuration error:\n{exc}")  # then one line per fault, each naming its key
+
+
 class Context:
-    def __init__(self, config_path: str | None) -> None:
+    def __init__(self, config_path: str | None, verbose: bool = False) -> None:
         self.config_path = config_path
+        self.verbose = verbose
         self._app: Flask | None = None
 
     def app(self, config: dict[str, Any] | None = None) -> Flask:
         if self._app is None:
             try:
-                self._app = create_app(config_path=self.config_path, gapbridge_config=config)
+                # each command that uses the database migrates it itself (migrate_db), the others never touch it
+                self._app = create_app(config_path=self.config_path, gapbridge_config=config, manage_schema=False)
                 with self._app.app_context():
                     _ = gapbridge(self._app).ruleset  # a bad mapping stops start-up here
             except ConfigError as exc:
-                fail(f"configuration error:\n{exc}")
+                config_failure(exc)
             except MappingErrors as exc:
                 fail(f"mapping error ({len(exc.errors)}):\n{exc}")
         return self._app
+
+    def database_url(self) -> sa.URL | None:
+        if self._app is None:
+            return None
+        from ..extensions import db
+
+        with self._app.app_context():
+            return db.engine.url
 
     def close(self) -> None:
         """Close the database connections of the app this command built."""
@@ -54,27 +70,51 @@ class Context:
                 db.engine.dispose()
 
 
-def migrate_db(app: Flask) -> None:
-    from flask_migrate import upgrade
+def migrate_db(app: Flask, *, force: bool = False) -> None:
+    """The first use of the database in a command: bring the schema to head under the lock (an unreachable database fails here).
 
-    with app.app_context():
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    With ``database.migrate_on_start`` off only ``force`` (``gapbridge db upgrade``) migrates; other commands refuse a schema behind.
+    """
+    options = gapbridge(app).config.get("database") or {}
+    # a StartupError (database unreachable, lock not had) is the top group's to report
+    if force or options.get("migrate_on_start", True):
+        db_schema.upgrade_under_lock(app, options.get("migrate_lock_timeout_seconds", 600))
+        return
+    status = db_schema.check(app)
+    if not status["current"]:
+        fail(db_schema.behind_message(status["revision"], status["head"]), code=RUNTIME_ERROR)
+
+
+class Group(click.Group):
+    """The top group: an operator's environment fault met anywhere in a command is one line, exit 1 (``-v`` adds the traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            upgrade()  # the first use of the database: an unreachable one fails here
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            # the driver's words, not SQLAlchemy's wrapper (statement, link); no URL credentials, whatever the driver says
-            fail(f"cannot use the database: {redact_urls(str(exc.orig or exc)).strip()}", code=1)
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            config_failure(exc)
+        except (StartupError, OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if isinstance(ctx.obj, Context) and ctx.obj.verbose:
+                click.echo(redacted_traceback(exc), err=True)
+            if isinstance(exc, sa.exc.DBAPIError):  # the database went away during the command
+                message = str(db_schema.database_error(exc, ctx.obj.database_url() if isinstance(ctx.obj, Context) else None))
+            elif isinstance(exc, OSError):
+                message = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            else:
+                message = str(exc)
+            fail(message, code=RUNTIME_ERROR)
 
 
-@click.group()
+@click.group(cls=Group)
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="GAPBRIDGE_CONFIG",
               help="Configuration file (default: $GAPBRIDGE_CONFIG, else built-in defaults).")
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail, and the traceback of an error.")
+@click.version_option(package_name="gapbridge", prog_name="gapbridge")
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """GapBridge: ITSM incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = Context(config_path)
+    ctx.obj = Context(config_path, verbose)
     ctx.call_on_close(ctx.obj.close)
 
 

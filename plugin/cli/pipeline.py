@@ -16,7 +16,10 @@ from connectors.base import ConnectorError, FatalConnectorError, redacted_traceb
 
 from ..config import ConfigError, load_config
 from ..state import gapbridge
-from . import Context, fail, log, main, migrate_db
+from . import RUNTIME_ERROR, Context, fail, log, main, migrate_db
+
+# 0 lets the system pick a free port; an int beyond 65535 would wrap around (70000 binds 4464)
+PORT = click.IntRange(0, 65535)
 
 
 def _progress(label: str) -> Callable[[Any, int | None], None]:
@@ -164,7 +167,7 @@ def report(obj: Context) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=PORT)
 @click.pass_obj
 def serve(obj: Context, host: str, port: int) -> None:
     """Run the GapBridge web service (for production, run create_app under gunicorn)."""
@@ -174,9 +177,19 @@ def serve(obj: Context, host: str, port: int) -> None:
 
 
 def _serve(app: Flask, host: str, port: int) -> None:
-    from werkzeug.serving import make_server
+    import os
+    import socket
 
-    server = make_server(host, port, app, threaded=True)
+    from werkzeug.serving import make_server, select_address_family
+
+    # bound here, not by werkzeug, which prints its own lines and exits when the port is taken
+    try:
+        listener = socket.create_server((host, port), family=select_address_family(host, port), backlog=128)
+    except OSError as exc:  # in use, a privileged port, an address not on this machine
+        # os.strerror: create_server's own message repeats the address as a tuple
+        fail(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}", code=RUNTIME_ERROR)
+    with listener:
+        server = make_server(host, port, app, threaded=True, fd=listener.fileno())
     click.echo(f"GapBridge serving on http://{host}:{server.server_port}/healthz (Ctrl-C to stop)")
     try:
         server.serve_forever()
@@ -194,8 +207,8 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(obj: Context) -> None:
-    """Apply pending migrations."""
-    migrate_db(obj.app())
+    """Apply pending migrations (under a lock: other instances starting meanwhile wait)."""
+    migrate_db(obj.app(), force=True)
     click.echo("database is up to date")
 
 
@@ -235,7 +248,7 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
 @click.option("--workdir", default="instance", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's databases.")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=PORT)
 @click.option("--interval", default=60, show_default=True, type=click.IntRange(5), help="Seconds between passes while serving.")
 @click.pass_obj
 def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int, interval: int) -> None:

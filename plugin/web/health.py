@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, jsonify
 
+from ..db_schema import head_revision, schema_status
 from ..extensions import db
 from ..state import gapbridge
 
@@ -15,13 +16,16 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def health() -> Any:
+    """200 only when the database answers and its schema is the one this code needs (a schema behind 500s the API)."""
     state = gapbridge()
     try:
-        db.session.execute(sa.text("SELECT 1"))
+        schema = schema_status(db.session.connection())
         database = "ok"
     except sa.exc.SQLAlchemyError:
         db.session.rollback()
         database = "unavailable"
-    body = {"status": "ok" if database == "ok" else "degraded", "database": database, "ruleset": state.ruleset.hash,
+        schema = {"revision": None, "head": head_revision(), "current": False}
+    healthy = database == "ok" and schema["current"]
+    body = {"status": "ok" if healthy else "degraded", "database": database, "schema": schema, "ruleset": state.ruleset.hash,
             "checks": len(state.ruleset.checks)}
-    return jsonify(body), 200 if database == "ok" else 503
+    return jsonify(body), 200 if healthy else 503
