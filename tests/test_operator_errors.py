@@ -194,7 +194,6 @@ def _free_port() -> int:
 
 
 def test_gunicorn_workers_migrate_a_fresh_database_before_serving(fresh_url: str, tmp_path: Path) -> None:
-    pytest.importorskip("gunicorn", reason="gunicorn is the production server (the prod extra)")
     import requests
 
     port = _free_port()
