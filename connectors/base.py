@@ -347,7 +347,10 @@ class HttpSession:
 
     def json(self, method: str, path: str, **kwargs: Any) -> tuple[Any, requests.Response]:
         """Request and parse the JSON body; a body that is not JSON is an InvalidResponseError."""
-        response = self.request(method, path, **kwargs)
+        return self.parsed(method, path, self.request(method, path, **kwargs))
+
+    def parsed(self, method: str, path: str, response: requests.Response) -> tuple[Any, requests.Response]:
+        """The JSON body of a response to ``method path``; a body that is not JSON is an InvalidResponseError."""
         try:
             return response.json(), response
         except ValueError:

@@ -82,13 +82,7 @@ class ServiceNowConnector(Connector):
             raise
         if "html" in response.headers.get("Content-Type", "") and _LOGIN_PAGE.search(response.text):
             raise AuthenticationError(f"{what}: HTTP {response.status_code} answered a login page, not JSON: check the credentials")
-        try:
-            return response.json(), response
-        except ValueError:
-            kind = response.headers.get("Content-Type", "no content type")
-            snippet = response.text[:80].replace("\n", " ")
-            raise InvalidResponseError(f"{what}: HTTP {response.status_code} "
-                                       f"answered {kind}, not JSON: {snippet!r}") from None
+        return self.http.parsed(method, path, response)
 
     # --- reading -----------------------------------------------------------------------
 
