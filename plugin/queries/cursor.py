@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -39,7 +40,13 @@ def decode(cursor: str, key: str, types: tuple[type, ...]) -> list[Any]:
     if doc.get("q") != key:
         raise ValidationError({"cursor": ["belongs to a query with other filters or another sort; start again without it"]})
     values = doc["v"]
-    for value, kind in zip(values, types, strict=True):
+    for i, (value, kind) in enumerate(zip(values, types, strict=True)):
+        if kind is datetime:  # a time travels as ISO 8601 text
+            try:
+                values[i] = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ValidationError({"cursor": ["not a cursor this API issued"]}) from None
+            continue
         ok = (value is None or isinstance(value, kind)) and not (kind is int and isinstance(value, bool))
         if not ok or (kind is int and value is not None and not -MAX_INT <= value <= MAX_INT):
             raise ValidationError({"cursor": ["not a cursor this API issued"]})

@@ -16,7 +16,7 @@ from marshmallow import ValidationError
 
 from ..extensions import db
 from ..models import Finding, Incident, RiskAcceptance
-from ..rules.model import FAIL, GAP, PASS, SEVERITIES, Ruleset
+from ..rules.model import FAIL, PASS, SEVERITIES, Ruleset
 from . import cursor as cursors
 from .acceptance import accepted_term, in_force, matches
 from .coverage import _control_order
@@ -86,12 +86,7 @@ def gaps(ruleset: Ruleset, args: Mapping[str, Any], now: datetime) -> tuple[list
         q = q.where(Incident.assignment_group == args["assignment_group"])
     key = cursors.query_key("gaps", args)
     if args.get("cursor"):
-        last, incident_id, check_id = cursors.decode(args["cursor"], key, (key_type, int, str))
-        if key_type is str:
-            try:
-                last = datetime.fromisoformat(last)
-            except (TypeError, ValueError):
-                raise ValidationError({"cursor": ["not a cursor this API issued"]}) from None
+        last, incident_id, check_id = cursors.decode(args["cursor"], key, (datetime if key_type is str else int, int, str))
         q = q.where(sa.tuple_(key_expr, Finding.incident_id, Finding.check_id) > sa.tuple_(
             sa.literal(last, type_=Finding.__table__.c.first_failed_at.type) if key_type is str else sa.literal(last),
             sa.literal(incident_id), sa.literal(check_id)))
@@ -120,6 +115,3 @@ def _as_iso(value: Any) -> Any:
         return datetime.fromisoformat(value).isoformat()
     return value
 
-
-GAP_STATUSES = STATUSES
-__all__ = ["gaps", "control_checks", "GapRow", "STATUSES", "SORTS", "GAP"]

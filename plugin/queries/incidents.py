@@ -79,13 +79,7 @@ def deadlines(args: Mapping[str, Any]) -> tuple[list[tuple[Finding, Incident]], 
     if "source" in args:
         q = q.where(Incident.source == args["source"])
     if args.get("cursor"):
-        due, incident_id, check_id = cursors.decode(args["cursor"], key, (str, int, str))
-        try:
-            due_at = datetime.fromisoformat(due)
-        except ValueError:
-            from marshmallow import ValidationError
-
-            raise ValidationError({"cursor": ["not a cursor this API issued"]}) from None
+        due_at, incident_id, check_id = cursors.decode(args["cursor"], key, (datetime, int, str))
         q = q.where(sa.tuple_(Finding.due_at, Finding.incident_id, Finding.check_id) > sa.tuple_(
             sa.literal(due_at, type_=Finding.__table__.c.due_at.type), sa.literal(incident_id), sa.literal(check_id)))
     rows = [(f, i) for f, i in db.session.execute(q.order_by(Finding.due_at, Finding.incident_id, Finding.check_id)
