@@ -61,9 +61,8 @@ def main() -> None:
 
     from connectors.canonical import FIELDS
     from connectors.servicenow import ServiceNowConnector
-    from plugin import create_app
-    from plugin.cli import migrate_db
-    from plugin.cli.pipeline import demo_config
+    from plugin import create_app, db_schema
+    from plugin.config import demo_config
     from plugin.extensions import db
     from plugin.models import Incident
     from plugin.services.assess import applicable_outcomes, assess
@@ -100,7 +99,7 @@ def main() -> None:
 
             with app.app_context():
                 downgrade(revision="base")  # start from empty tables
-        migrate_db(app)
+        db_schema.upgrade_under_lock(app, 600)
         with app.app_context():
             ruleset = gapbridge(app).ruleset
             connector = ServiceNowConnector("demo", options)

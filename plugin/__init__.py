@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from . import db_schema
+from . import db_schema, extensions
 from .config import check_database_url, load_config, normalize_database_url
 from .db_schema import MIGRATIONS_DIR, StartupError
-from .extensions import db, json_dumps, migrate
+from .extensions import json_dumps, migrate
 from .state import GapBridge
 
 __all__ = ["create_app", "normalize_database_url", "MIGRATIONS_DIR", "StartupError"]
@@ -52,6 +52,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
         app.config.update(test_config)
     logging.getLogger("gapbridge").setLevel(config.get("log_level", "INFO"))
 
+    # extensions.db, not a module-level name: importing the plugin.db package rebinds ``plugin.db``
+    db = extensions.db
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -84,7 +86,7 @@ def _schema_on_start(app: Flask, options: Mapping[str, Any]) -> None:
         except StartupError as exc:
             log.error("gapbridge cannot start: %s", exc)  # gunicorn's worker log shows this line above its traceback
             with app.app_context():
-                db.engine.dispose()  # the app is not returned: close what its pool holds
+                extensions.db.engine.dispose()  # the app is not returned: close what its pool holds
             raise
         return
     try:
@@ -100,7 +102,7 @@ def _sqlite_pragmas(app: Flask) -> None:
     from sqlalchemy import event
 
     with app.app_context():
-        engine = db.engine
+        engine = extensions.db.engine
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

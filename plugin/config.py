@@ -276,3 +276,28 @@ def redact(value: Any) -> Any:
     if isinstance(value, str):
         return redact_urls(value)
     return value
+
+
+def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
+    """The configuration the demo runs with: the demo ITSM through the real ServiceNow connector."""
+    cfg = load_config(None, env={})
+    cfg["instance_path"] = str(workdir)
+    cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
+    cfg["mappings"]["regulatory"] = ["gdpr", "nis2", "dora"]  # show every check the demo data exercises
+    from connectors.servicenow import ServiceNowConnector
+
+    cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
+        "type": "servicenow",
+        "instance_url": itsm_url,
+        "auth": {"method": "basic", "username": "admin", "password": "admin"},
+        "table": "incident",
+        "page_size": 200,
+        "display_value": "all",
+        "is_security": {"field": "u_security_incident"},
+        "write_back": {
+            "work_note": True,
+            "fingerprint_field": "u_gapbridge_fingerprint",
+            "fields": {"controls_2022": "u_iso27001_controls", "open_gaps": "u_gapbridge_open_gaps"},
+        },
+    })}
+    return cfg

@@ -24,7 +24,8 @@ from connectors.canonical import FIELDS
 from connectors.servicenow import ServiceNowConnector
 from demo_itsm import DemoITSM
 from plugin.cli import main
-from plugin.cli.pipeline import demo_config, run_sync, run_writeback
+from plugin.cli.pipeline import run_sync, run_writeback
+from plugin.config import demo_config
 from plugin.extensions import db
 from plugin.models import Finding, Incident, OutboxItem, SyncBookmark, SyncRun
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from plugin.db.leases import acquire_lease
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.enrich import drain, plan
-from plugin.services.store import acquire_lease
 from plugin.services.sync import SyncBusyError, sync_source, worker_process_available
 from plugin.state import gapbridge
 
@@ -121,7 +121,7 @@ def test_a_lease_held_by_a_dead_process_on_this_host_is_taken_over(app) -> None:
     import subprocess
     import sys
 
-    from plugin.services.sync import worker_id
+    from plugin.db.leases import worker_id
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # reaped: its pid no longer runs

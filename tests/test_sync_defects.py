@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import downgrade, upgrade
 
+from plugin.db.leases import worker_id
 from plugin.extensions import db
 from plugin.models import AuditEvent, Lease, RejectedRecord, SyncRun, utcnow
 from plugin.services import sync as sync_module
-from plugin.services.sync import SyncLeaseLostError, sync_source, worker_id, worker_process_available
+from plugin.services.sync import SyncLeaseLostError, sync_source, worker_process_available
 
 from .fakes import FakeConnector, FakeTicketing
 

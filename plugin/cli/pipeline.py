@@ -12,9 +12,9 @@ from typing import Any
 import click
 from flask import Flask
 
-from connectors.base import ConnectorError, FatalConnectorError, redacted_traceback
+from connectors.base import redacted_traceback
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, demo_config
 from ..state import gapbridge
 from . import RUNTIME_ERROR, Context, fail, log, main, migrate_db
 
@@ -40,77 +40,59 @@ def _progress(label: str) -> Callable[[Any, int | None], None]:
 def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False, write_back: bool | None = None,
              quiet: bool = False) -> int:
     """Sync, assess and (unless switched off) write back; returns the exit status."""
-    from ..services.assess import assess
-    from ..services.risk import expire_due
-    from ..services.sync import SyncBusyError, sync_source
+    from ..services import pipeline
 
-    status = 0
+    def said(synced: pipeline.SourceSync) -> None:
+        if synced.busy or synced.error is not None:
+            # a tool's failure keeps what was stored; a busy lease is another process at work
+            tail = "" if synced.busy else "\n  Stored pages are kept; the next run resumes from the last bookmark."
+            click.echo(("" if synced.busy else "\n") + f"gapbridge: {synced.error}{tail}", err=True)
+            return
+        s = synced.summary
+        if quiet or s is None:
+            return
+        click.echo(("\n" if sys.stderr.isatty() else "") + f"{synced.source}: {s.fetched} fetched in {s.pages} pages, "
+                   f"{s.stored} stored ({s.changed} new or changed), {s.rejected} rejected, {s.assessed} assessed "
+                   f"({s.opened} gaps opened, {s.closed} closed)", err=True)
+        for ext, reason in s.rejections[:10]:
+            click.echo(f"  rejected {ext}: {reason}", err=True)
+
     with app.app_context():
-        state = gapbridge(app)
-        names = sources or list(state.config["connectors"])
-        if not names:
-            fail("no connector is configured (add one under connectors: in the configuration file)")
-        for name in names:
-            try:
-                connector = state.connector(name)
-            except ConfigError as exc:
-                fail(str(exc))
-            try:
-                s = sync_source(connector, full=full, lease_seconds=state.config["sync"]["lease_seconds"],
-                                progress=None if quiet else _progress(name), ruleset=state.ruleset,
-                                worker_process=state.config["sync"]["worker_process"])
-            except SyncBusyError as exc:
-                click.echo(f"gapbridge: {exc}", err=True)
-                status = 1
-                continue
-            except ConnectorError as exc:
-                kind = "fatal" if isinstance(exc, FatalConnectorError) else "gave up after retries"
-                click.echo(f"\ngapbridge: sync of {name!r} failed ({kind}): {exc}\n"
-                           "  Stored pages are kept; the next run resumes from the last bookmark.", err=True)
-                status = 1
-                continue
-            finally:
-                connector.close()
-            if not quiet:
-                click.echo(("\n" if sys.stderr.isatty() else "") + f"{name}: {s.fetched} fetched in {s.pages} pages, "
-                           f"{s.stored} stored ({s.changed} new or changed), {s.rejected} rejected, {s.assessed} assessed "
-                           f"({s.opened} gaps opened, {s.closed} closed)", err=True)
-                for ext, reason in s.rejections[:10]:
-                    click.echo(f"  rejected {ext}: {reason}", err=True)
-        a = assess(state.ruleset, time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
-        if not quiet:
+        try:
+            result = pipeline.run_pass(gapbridge(app), sources, full=full, write_back_after=write_back,
+                                       progress_for=None if quiet else _progress, on_source=said)
+        except ConfigError as exc:  # no connector, or an unknown one: the operator's to fix
+            fail(str(exc))
+        a = result.assessed
+        if not quiet and a is not None:
             click.echo(f"re-assessed {a.assessed} more incidents (open ones whose clocks run, or checks across incidents): "
                        f"{a.opened} gaps opened, {a.closed} closed", err=True)
-        # recorded before the write-back, whose plan then tells the tickets concerned that their gaps count again
-        expired = expire_due()
-        if expired and not quiet:
-            click.echo(f"risk acceptances expired: {len(expired)} (their gaps count again)", err=True)
-        if write_back if write_back is not None else state.config["sync"]["write_back_after_sync"]:
-            status = max(status, run_writeback(app, names, quiet=quiet))
-    return status
+        if result.expired and not quiet:
+            click.echo(f"risk acceptances expired: {result.expired} (their gaps count again)", err=True)
+        if result.writeback is not None and not quiet:
+            _say_writeback(result.writeback)
+    return 0 if result.ok else 1
+
+
+def _say_writeback(result: Any) -> None:
+    p, d = result.plan, result.drain
+    click.echo(f"write-back: {p.queued} queued, {d.written} written, {d.already_current} already current, "
+               f"{d.dry_run} dry-run, {d.retrying} waiting to retry, {d.failed} failed", err=True)
+    for err in d.errors[:10]:
+        click.echo(f"  {err}", err=True)
 
 
 def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed: bool = False, quiet: bool = False) -> int:
-    from ..services.enrich import drain, plan
+    from ..services import pipeline
 
     with app.app_context():
-        state = gapbridge(app)
-        names = sources or list(state.config["connectors"])
-        p = plan(state.ruleset)
-        connectors = {n: state.connector(n) for n in names}
-        ob = state.config["outbox"]
         try:
-            d = drain(connectors, max_attempts=ob["max_attempts"], backoff_base=ob["backoff_base_seconds"],
-                      backoff_cap=ob["backoff_max_seconds"], batch_size=ob["batch_size"], retry_failed=retry_failed)
-        finally:
-            for c in connectors.values():
-                c.close()
+            result = pipeline.write_back(gapbridge(app), sources, retry_failed=retry_failed)
+        except ConfigError as exc:
+            fail(str(exc))
         if not quiet:
-            click.echo(f"write-back: {p.queued} queued, {d.written} written, {d.already_current} already current, "
-                       f"{d.dry_run} dry-run, {d.retrying} waiting to retry, {d.failed} failed", err=True)
-            for err in d.errors[:10]:
-                click.echo(f"  {err}", err=True)
-        return 1 if d.failed or d.retrying else 0
+            _say_writeback(result)
+        return 0 if result.ok else 1
 
 
 @main.command()
@@ -213,33 +195,6 @@ def db_upgrade(obj: Context) -> None:
 
 
 # --- demo
-
-
-def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
-    """The configuration the demo runs with: the demo ITSM through the real ServiceNow connector."""
-    import os
-
-    cfg = load_config(None, env={})
-    cfg["instance_path"] = str(workdir)
-    cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
-    cfg["mappings"]["regulatory"] = ["gdpr", "nis2", "dora"]  # show every check the demo data exercises
-    from connectors.servicenow import ServiceNowConnector
-
-    cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
-        "type": "servicenow",
-        "instance_url": itsm_url,
-        "auth": {"method": "basic", "username": "admin", "password": "admin"},
-        "table": "incident",
-        "page_size": 200,
-        "display_value": "all",
-        "is_security": {"field": "u_security_incident"},
-        "write_back": {
-            "work_note": True,
-            "fingerprint_field": "u_gapbridge_fingerprint",
-            "fields": {"controls_2022": "u_iso27001_controls", "open_gaps": "u_gapbridge_open_gaps"},
-        },
-    })}
-    return cfg
 
 
 @main.command()

@@ -21,13 +21,14 @@ import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, OPEN_STATES
 
+from ..db.bulk import JsonText, bulk_update, column_encoder, heap_frozen, insert_encoded
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..queries.coverage import MASK_RANK, mask_bits, stored_masks
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
 from . import audit
-from .store import JsonText, bulk_update, canonical_from_row, canonical_subset, column_encoder, heap_frozen, insert_encoded
+from .store import canonical_from_row, canonical_subset
 
 log = logging.getLogger("gapbridge.assess")
 

@@ -129,7 +129,7 @@ def record_many(rows: Sequence[Mapping[str, Any]]) -> None:
     """Append many events (dicts of action, subject_type, subject_id, details; actor optional) in one statement."""
     if not rows:
         return
-    from .store import JsonText, bulk_write
+    from ..db.bulk import JsonText, bulk_write
 
     seq, prev = _head_for_append()
     now = utcnow()

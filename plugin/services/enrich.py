@@ -26,13 +26,13 @@ from connectors.base import (
     error_text,
 )
 
+from ..db.leases import worker_id
 from ..extensions import db
 from ..models import Finding, Incident, OutboxBackoff, OutboxItem, RiskAcceptance, utcnow
 from ..queries.acceptance import matches, reaches
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
 from . import audit
-from .sync import worker_id
 
 log = logging.getLogger("gapbridge.writeback")
 

@@ -11,7 +11,6 @@ import os
 import pickle
 import queue
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -26,22 +25,14 @@ from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
 
+from ..db.bulk import bulk_write, heap_frozen
+from ..db.leases import acquire_lease, lease_holder, release_lease, worker_id
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
 from . import audit
 from .assess import AssessSummary, Outcome, applicable_outcomes, store_outcomes
-from .store import (
-    EncodedIncidents,
-    acquire_lease,
-    bulk_write,
-    encode_incidents,
-    heap_frozen,
-    lease_holder,
-    refresh_planner_statistics,
-    release_lease,
-    upsert_incidents,
-)
+from .store import EncodedIncidents, encode_incidents, refresh_planner_statistics, upsert_incidents
 
 log = logging.getLogger("gapbridge.sync")
 
@@ -351,10 +342,6 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
     # the last item must reach the parent before we exit; a write fails at once if the parent is gone
     while sender.is_alive() and os.getppid() == parent:
         sender.join(timeout=0.5)
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_bookmark(source: str) -> dict[str, Any] | None:
