@@ -21,6 +21,17 @@ FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 
 
+@pytest.fixture(autouse=True)
+def _no_developer_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite never reads the developer's own GapBridge settings: a CLI test names its config, or gets the defaults.
+
+    Flask reads every GAPBRIDGE_* variable into the app config (from_prefixed_env), so all of them go.
+    DATABASE_URL stays: it is how the suite is pointed at PostgreSQL.
+    """
+    for name in [n for n in os.environ if n.startswith("GAPBRIDGE_")]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     url = os.environ.get("DATABASE_URL")

@@ -230,3 +230,41 @@ def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _
             assert runs[-1].status == "succeeded"
             # resumed, not restarted: the rerun fetched the rest (plus the overlap window), not everything
             assert runs[-1].fetched < size
+
+
+def test_demo_keeps_its_links_and_data_across_restarts_and_reseeds_on_request(app_factory: Any, _migrated: str,
+                                                                             tmp_path: Path) -> None:
+    app_factory()  # empties the shared test database when the test ends
+    env = {"GAPBRIDGE_DATABASE_URL": _migrated}
+    runner = CliRunner()
+    first = runner.invoke(main, ["demo", "--once", "--size", "40", "--workdir", str(tmp_path)], env=env)
+    assert first.exit_code == 0, first.output
+    url = first.output.split("incidents on ")[1].split()[0]
+    # a restart: the same port, so no ticket link changes and no incident reads as changed
+    second = runner.invoke(main, ["demo", "--once", "--size", "90", "--workdir", str(tmp_path)], env=env)
+    assert second.exit_code == 0, second.output
+    assert f"with 40 incidents on {url}" in second.output
+    assert "keeps the 40 incidents it already holds (--size 90 seeds only an empty one; add --reseed" in second.output
+    assert "(0 new or changed)" in second.output and "0 queued, 0 written" in second.output
+
+    third = runner.invoke(main, ["demo", "--once", "--size", "25", "--reseed", "--workdir", str(tmp_path)], env=env)
+    assert third.exit_code == 0, third.output
+    assert "with 25 incidents on" in third.output and "keeps the" not in third.output
+    with DemoITSM(tmp_path / "demo-itsm.sqlite") as itsm:
+        assert itsm.count() == 25
+
+
+def test_a_taken_demo_port_moves_the_demo_itsm_and_says_so(app_factory: Any, _migrated: str, tmp_path: Path) -> None:
+    import socket
+
+    app_factory()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        (tmp_path / "demo-itsm.port").write_text(f"{taken.getsockname()[1]}\n")
+        result = CliRunner().invoke(main, ["demo", "--once", "--size", "10", "--workdir", str(tmp_path)],
+                                    env={"GAPBRIDGE_DATABASE_URL": _migrated})
+        assert result.exit_code == 0, result.output
+        assert f"Port {taken.getsockname()[1]} of the demo ITSM is taken now" in result.output
+        moved = int((tmp_path / "demo-itsm.port").read_text())
+        assert moved != taken.getsockname()[1] and f"on http://127.0.0.1:{moved}" in result.output

@@ -197,25 +197,76 @@ def db_upgrade(obj: Context) -> None:
 # --- demo
 
 
+DEMO_SIZE = 300
+DEMO_ITSM_DB = "demo-itsm.sqlite"
+DEMO_ITSM_PORT = "demo-itsm.port"  # the port the demo ITSM had: ticket links carry it, so a restart keeps it
+
+
+def _demo_itsm(folder: Path, size: int) -> Any:
+    """The demo ITSM of this folder, on the port it had last time if that is free (else on a new one, said)."""
+    from demo_itsm import DemoITSM
+
+    port_file = folder / DEMO_ITSM_PORT
+    text = port_file.read_text().strip() if port_file.is_file() else ""
+    last = int(text) if text.isdigit() and 0 < int(text) < 65536 else 0
+    if last and not _port_free("127.0.0.1", last):
+        click.echo(f"Port {last} of the demo ITSM is taken now: it moves, and every ticket link with it "
+                   "(the next sync re-reads the incidents).", err=True)
+        last = 0
+    itsm = DemoITSM(folder / DEMO_ITSM_DB, size=size, port=last).start()
+    assert itsm.url is not None
+    port_file.write_text(f"{itsm.url.rsplit(':', 1)[1]}\n")
+    return itsm
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Checked before werkzeug binds: it exits the process on a port in use."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds: a closed run's TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _forget_demo_data(folder: Path) -> None:
+    """What --reseed removes: the demo ITSM and the demo's own SQLite database (an external one is left as it is)."""
+    import os
+
+    for name in (DEMO_ITSM_DB, DEMO_ITSM_PORT, "gapbridge-demo.db"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            (folder / f"{name}{suffix}").unlink(missing_ok=True)
+    if os.environ.get("GAPBRIDGE_DATABASE_URL"):
+        click.echo("--reseed: GAPBRIDGE_DATABASE_URL is set, so GapBridge's own database keeps what it holds.", err=True)
+
+
 @main.command()
 @click.option("--once", is_flag=True, help="Do one pass and exit (for scripts).")
-@click.option("--size", default=300, show_default=True, type=click.IntRange(1, 1_000_000), help="Incidents in the demo ITSM.")
+@click.option("--size", type=click.IntRange(1, 1_000_000), help="Incidents to seed a new demo ITSM with.  [default: 300]")
+@click.option("--reseed", is_flag=True, help="Start over: a freshly seeded demo ITSM and an empty demo database.")
 @click.option("--workdir", default="instance", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the demo's databases.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=PORT)
 @click.option("--interval", default=60, show_default=True, type=click.IntRange(5), help="Seconds between passes while serving.")
 @click.pass_obj
-def demo(obj: Context, once: bool, size: int, workdir: str, host: str, port: int, interval: int) -> None:
+def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str, host: str, port: int, interval: int) -> None:
     """Run a demo ITSM, sync and assess it, write gaps back, and serve GapBridge."""
-    from demo_itsm import DemoITSM
-
     from ..services.report import format_report, gap_report
 
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    with DemoITSM(folder / "demo-itsm.sqlite", size=size) as itsm:
-        click.echo(f"Demo ITSM (ServiceNow Table API) with {size} incidents on {itsm.url}", err=True)
+    if reseed:
+        _forget_demo_data(folder)
+    with _demo_itsm(folder, size or DEMO_SIZE) as itsm:
+        held = itsm.count()
+        if size is not None and held != size:
+            click.echo(f"The demo ITSM in {folder} keeps the {held} incidents it already holds (--size {size} seeds only an "
+                       "empty one; add --reseed to start over).", err=True)
+        click.echo(f"Demo ITSM (ServiceNow Table API) with {held} incidents on {itsm.url}", err=True)
         assert itsm.url is not None  # set once the server started
         app = obj.app(demo_config(itsm.url, folder))
         migrate_db(app)
