@@ -18,13 +18,14 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from connectors.base import ConfigurationError, connector_class, redact_urls
 
+from .errors import GapBridgeError
 from .rules.yamlsource import LocatedDict, LocatedList, Location, MappingError, load_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_KEYS = frozenset({"password", "client_secret", "token", "api_token", "secret", "access_token", "refresh_token"})
 
 
-class ConfigError(Exception):
+class ConfigError(GapBridgeError):
     """A fault in the user's configuration; the message names file, key and expectation."""
 
 
@@ -34,7 +35,9 @@ class MappingsSchema(Schema):
 
     path = fields.String(load_default=None)
     overrides = fields.String(load_default=None)
-    regulatory = fields.List(fields.String(validate=validate.OneOf(["gdpr", "nis2", "dora"])), load_default=list)
+    # overlay ids; which exist is the mappings folder's to say (rules.loader.available_overlays), checked when it loads
+    regulatory = fields.List(fields.String(validate=validate.Regexp(r"^[a-z0-9][a-z0-9_-]*$", error="an overlay id, such as gdpr")),
+                             load_default=list)
     time_sensitive_interval_minutes = fields.Integer(load_default=60, validate=validate.Range(min=1))
 
 
@@ -283,8 +286,12 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
     cfg = load_config(None, env={})
     cfg["instance_path"] = str(workdir)
     cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
-    cfg["mappings"]["regulatory"] = ["gdpr", "nis2", "dora"]  # show every check the demo data exercises
     from connectors.servicenow import ServiceNowConnector
+
+    from .rules.loader import available_overlays
+    from .state import shipped_mappings
+
+    cfg["mappings"]["regulatory"] = sorted(available_overlays(shipped_mappings()))  # every check the demo data exercises
 
     cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
         "type": "servicenow",

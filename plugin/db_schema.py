@@ -19,6 +19,7 @@ from flask import Flask
 
 from connectors.base import redact_urls
 
+from .errors import GapBridgeError
 from .extensions import db
 
 log = logging.getLogger("gapbridge")
@@ -29,7 +30,7 @@ MIGRATION_LOCK_KEY = 0x67_61_70_62_72_69_64_67
 UPGRADE_HINT = "run `gapbridge db upgrade`"
 
 
-class StartupError(Exception):
+class StartupError(GapBridgeError):
     """An operator's fault found at start-up (database, folders); the message is one line naming what and where."""
 
 

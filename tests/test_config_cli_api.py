@@ -114,6 +114,29 @@ def test_validate_and_explain_the_shipped_mappings() -> None:
     assert CliRunner().invoke(main, ["mappings", "explain", "NOPE-1"]).exit_code == 2
 
 
+def test_overlays_are_whatever_the_mappings_folder_has(tmp_path: Path) -> None:
+    """No overlay list is built in: a folder with its own overlay can switch it on, and an unknown id is named."""
+    root = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", root)
+    dora = (root / "overlays" / "dora.yaml").read_text()
+    (root / "overlays" / "sector.yaml").write_text(
+        dora.replace("overlay: {id: dora,", "overlay: {id: sector-x,").replace("id: DORA-", "id: SECX-"))
+    cfg = write(tmp_path, f"mappings:\n  path: {root}\n  regulatory: [sector-x]\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "mappings", "validate"])
+    assert result.exit_code == 0, result.output
+    # with no --overlay, explain knows the checks of every overlay of the folder
+    result = CliRunner().invoke(main, ["mappings", "explain", "SECX-001", "--path", str(root)])
+    assert result.exit_code == 0 and "SECX-001" in result.output, result.output
+
+    cfg = write(tmp_path, f"mappings:\n  path: {root}\n  regulatory: [gpdr]\n")
+    result = CliRunner().invoke(main, ["--config", str(cfg), "mappings", "validate"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "mappings.regulatory: no overlay named 'gpdr' in mappings/overlays (found: dora, gdpr, nis2, sector-x)" in result.output
+    bad = write(tmp_path, "mappings:\n  regulatory: [GDPR 2016]\n")
+    with pytest.raises(ConfigError, match="mappings.regulatory.0: an overlay id, such as gdpr"):
+        load_config(bad, env={})
+
+
 def test_explain_shows_where_overridden_values_come_from(tmp_path: Path) -> None:
     ov = write(tmp_path, "checks:\n  EVID-001:\n    severity: critical\n    params:\n      severities: [critical]\n", "overrides.yaml")
     result = CliRunner().invoke(main, ["mappings", "explain", "EVID-001", "--overrides", str(ov)])

@@ -357,3 +357,19 @@ def test_an_app_started_while_the_database_is_down_serves_503_not_a_crash(tmp_pa
         assert PASSWORD not in caplog.text
     finally:
         dispose(app)
+
+
+def test_any_gapbridge_error_reaching_the_cli_is_one_line_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors share one root (plugin.errors.GapBridgeError): one the command did not expect still prints its words only."""
+    from plugin.errors import GapBridgeError
+    from plugin.services import report
+
+    def refuses(*_: object, **__: object) -> None:
+        raise GapBridgeError("the report cannot be made: the ruleset changed while reading")
+
+    monkeypatch.setattr(report, "gap_report", refuses)
+    result = run(["report"], tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/gb.db")
+    assert result.exit_code == 1
+    assert one_line(result) == "gapbridge: the report cannot be made: the ruleset changed while reading"
+    verbose = run(["-v", "report"], tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/gb.db")
+    assert verbose.exit_code == 1 and "Traceback" in verbose.stderr

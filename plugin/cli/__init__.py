@@ -15,6 +15,7 @@ from connectors.base import redacted_traceback
 from .. import create_app, db_schema
 from ..config import ConfigError
 from ..db_schema import StartupError
+from ..errors import GapBridgeError
 from ..rules.yamlsource import MappingErrors
 from ..state import gapbridge
 
@@ -103,6 +104,12 @@ class Group(click.Group):
             else:
                 message = str(exc)
             fail(message, code=RUNTIME_ERROR)
+        except MappingErrors as exc:
+            fail(f"mapping error ({len(exc.errors)}):\n{exc}")
+        except GapBridgeError as exc:  # any other fault of ours carries its own words; a traceback would only hide them
+            if isinstance(ctx.obj, Context) and ctx.obj.verbose:
+                click.echo(redacted_traceback(exc), err=True)
+            fail(str(exc), code=RUNTIME_ERROR)
 
 
 @click.group(cls=Group)

@@ -17,9 +17,13 @@ def mappings_group() -> None:
     """Validate, explain and export the mappings."""
 
 
-def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None, overlays: tuple[str, ...] = ()) -> Any:
-    """The ruleset as configured, with command-line choices laid over; exit 2 on any fault."""
-    from ..rules.loader import load_ruleset
+def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None, overlays: tuple[str, ...] = (), *,
+             every_overlay: bool = False) -> Any:
+    """The ruleset as configured, with command-line choices laid over; exit 2 on any fault.
+
+    ``every_overlay``: with no --overlay given, switch on every overlay the mappings folder has, not the configured ones.
+    """
+    from ..rules.loader import available_overlays, load_ruleset
     from ..state import shipped_mappings
 
     try:
@@ -28,6 +32,8 @@ def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None
         fail(f"configuration error:\n{exc}")
     base = Path(root) if root else Path(cfg["mappings"]["path"]) if cfg["mappings"]["path"] else shipped_mappings()
     ov = Path(overrides) if overrides else Path(cfg["mappings"]["overrides"]) if cfg["mappings"]["overrides"] else None
+    if every_overlay and not overlays:
+        overlays = tuple(available_overlays(base))
     try:
         return load_ruleset(base, overrides=ov, overlays=overlays or cfg["mappings"]["regulatory"])
     except MappingErrors as exc:
@@ -37,8 +43,8 @@ def _ruleset(obj: Context, root: str | None = None, overrides: str | None = None
 _ruleset_options = [
     click.option("--path", "root", type=click.Path(file_okay=False), help="A mappings folder (default: the configured one)."),
     click.option("--overrides", type=click.Path(dir_okay=False), help="An organisation's override file (default: the configured one)."),
-    click.option("--overlay", "overlays", multiple=True, type=click.Choice(["gdpr", "nis2", "dora"]),
-                 help="Regulatory overlays to switch on (default: the configured ones)."),
+    click.option("--overlay", "overlays", multiple=True, metavar="ID",
+                 help="Regulatory overlay to switch on, by its id in the mappings' overlays/ (repeatable; default: the configured ones)."),
 ]
 
 
@@ -67,7 +73,7 @@ def mappings_explain(obj: Context, check_id: str, root: str | None, overrides: s
     """What CHECK_ID checks, why, for which controls, and its effective values."""
     from ..rules.publish import explain
 
-    rs = _ruleset(obj, root, overrides, overlays or ("gdpr", "nis2", "dora"))
+    rs = _ruleset(obj, root, overrides, overlays, every_overlay=True)
     check = rs.check(check_id.upper())
     if check is None:
         fail(f"no check {check_id!r}; known: {', '.join(c.id for c in rs.checks)}")
@@ -97,12 +103,12 @@ def mappings_export(obj: Context, fmt: str, output: str, root: str | None, overr
 @click.pass_obj
 def mappings_docs(obj: Context, output: str, check_only: bool) -> None:
     """Generate docs/mappings.md from the shipped mappings and every overlay."""
-    from ..rules.loader import load_ruleset
+    from ..rules.loader import available_overlays, load_ruleset
     from ..rules.publish import mappings_markdown
     from ..state import shipped_mappings
 
     try:
-        text = mappings_markdown(load_ruleset(shipped_mappings(), overlays=("dora", "gdpr", "nis2")))
+        text = mappings_markdown(load_ruleset(shipped_mappings(), overlays=available_overlays(shipped_mappings())))
     except MappingErrors as exc:
         fail(f"mapping error:\n{exc}")
     path = Path(output)

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ..errors import GapBridgeError
+
 T = TypeVar("T")
 
 
@@ -53,7 +55,7 @@ class LocatedList(list):
         return self.location
 
 
-class MappingError(Exception):
+class MappingError(GapBridgeError):
     """One fault in a mapping or override file, with its place."""
 
     def __init__(self, location: Location | str, path: str, message: str) -> None:
@@ -64,7 +66,7 @@ class MappingError(Exception):
         super().__init__(where + message)
 
 
-class MappingErrors(Exception):
+class MappingErrors(GapBridgeError):
     """Every fault found in one pass."""
 
     def __init__(self, errors: list[MappingError]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from marshmallow import ValidationError
 
+from ..errors import GapBridgeError
 from ..extensions import db
 from ..models import Finding, Incident, RiskAcceptance, utcnow
 from ..queries.acceptance import in_force
@@ -36,7 +37,7 @@ MIN_JUSTIFICATION = 20  # characters: an auditor reads a reason, not "ok"
 SUBJECT = "risk_acceptance"
 
 
-class AcceptanceNotFound(LookupError):
+class AcceptanceNotFound(GapBridgeError, LookupError):
     """No risk acceptance has this id (the API answers 404)."""
 
     def __init__(self, acceptance_id: Any) -> None:

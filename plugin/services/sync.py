@@ -27,6 +27,7 @@ from connectors.base import Connector, ConnectorError, NormalizationError, Page,
 
 from ..db.bulk import bulk_write, heap_frozen
 from ..db.leases import acquire_lease, lease_holder, release_lease, worker_id
+from ..errors import GapBridgeError
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
@@ -40,7 +41,7 @@ log = logging.getLogger("gapbridge.sync")
 FIRST_ANALYZE_AT = 2000
 
 
-class SyncBusyError(Exception):
+class SyncBusyError(GapBridgeError):
     """Another process holds this source's sync lease."""
 
 

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 
+from ..errors import GapBridgeError
 from ..extensions import db
 from ..models import TOKEN_ROLES, ApiToken, ApiTokenUse, utcnow
 from . import audit
@@ -39,7 +40,7 @@ TOKEN_SHAPE = re.compile(rf"^{TOKEN_PREFIX}[A-Za-z0-9_-]{{43}}$")
 NAME_SHAPE = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
 
 
-class TokenError(Exception):
+class TokenError(GapBridgeError):
     """A request about tokens that cannot be met (the message is for the user)."""
 
 
