@@ -1,4 +1,4 @@
-"""python -m demo_itsm --db PATH [--size N] [--seed 42] [--host 127.0.0.1] [--port 8080] [--delay 0]"""
+"""python -m demo_itsm --db PATH [--size N] [--seed 42] [--host 127.0.0.1] [--port 8080] [--delay 0] [--latency-ms 0]"""
 
 from __future__ import annotations
 
@@ -18,12 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each API answer")
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="milliseconds added to every API answer, as a remote instance would take (adds to --delay)")
     args = parser.parse_args(argv)
+    if args.delay < 0 or args.latency_ms < 0:
+        parser.error("--delay and --latency-ms cannot be negative")
     stop = threading.Event()
     # SIGTERM (terminate()) ends like Ctrl-C: the server and the database close cleanly
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with DemoITSM(args.db, size=args.size, seed=args.seed, host=args.host, port=args.port) as sn:
-        sn.delay = args.delay
+        sn.delay = args.delay + args.latency_ms / 1000
         print(f"demo ITSM serving {sn.count()} incidents at {sn.url} (user admin/admin)", file=sys.stderr, flush=True)
         try:
             stop.wait()

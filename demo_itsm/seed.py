@@ -654,10 +654,11 @@ CREATE TABLE IF NOT EXISTS sys_journal_field (
     name TEXT NOT NULL DEFAULT 'incident', value TEXT NOT NULL, sys_created_on TEXT NOT NULL, sys_created_by TEXT NOT NULL,
     seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS journal_element ON sys_journal_field (element_id, seq);
+CREATE INDEX IF NOT EXISTS journal_seq ON sys_journal_field (seq);
 CREATE TABLE IF NOT EXISTS sys_reference (sys_id TEXT PRIMARY KEY, tbl TEXT NOT NULL, name TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS reference_name ON sys_reference (tbl, name);
 """
-# seq orders journal entries written within the same second
+# seq orders journal entries written within the same second; its own index makes the next seq (MAX) cheap
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from flask import Flask
 
-from . import db_schema, extensions
+from . import db_schema, extensions, logs
 from .config import check_database_url, load_config, normalize_database_url
 from .db_schema import MIGRATIONS_DIR, StartupError
 from .extensions import json_dumps, migrate
@@ -50,7 +50,8 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
     app.config.from_prefixed_env("GAPBRIDGE")
     if test_config:
         app.config.update(test_config)
-    logging.getLogger("gapbridge").setLevel(config.get("log_level", "INFO"))
+    # here, not only in the CLI: gunicorn workers log (and redact) the same way
+    logs.configure(config.get("log_level", "INFO"), config.get("log_format", "text"))
 
     # extensions.db, not a module-level name: importing the plugin.db package rebinds ``plugin.db``
     db = extensions.db
@@ -64,6 +65,12 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
     from .web.health import bp as health_bp
 
     app.register_blueprint(health_bp)
+    if (config.get("metrics") or {}).get("enabled", True):
+        from .metrics import check_multiprocess_dir
+        from .web.metrics import bp as metrics_bp
+
+        check_multiprocess_dir()
+        app.register_blueprint(metrics_bp)
     if config["api"]["enabled"]:
         init_api(app)
     else:  # unknown /api/ paths still answer JSON, not an HTML page

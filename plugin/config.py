@@ -93,6 +93,45 @@ class DatabaseSchema(Schema):
     migrate_lock_timeout_seconds = fields.Integer(load_default=600, validate=validate.Range(min=1))
 
 
+def _host_port(value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError(f"expected HOST:PORT with a port from 1 to 65535, such as 127.0.0.1:9464; got {value!r}")
+
+
+class MetricsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # /metrics for Prometheus (plugin.metrics); it always needs a token: any API token, or the one below
+    enabled = fields.Boolean(load_default=True)
+    # a bearer token for the scraper alone, best given as ${ENV}; short ones are guessable
+    token = fields.String(load_default=None, validate=validate.Length(min=16, error="at least 16 characters (a guessable token protects nothing)"))
+    # HOST:PORT of a metrics-only listener started by serve and worker; the web app then serves no /metrics
+    bind = fields.String(load_default=None, validate=_host_port)
+
+
+class ScheduleSchema(Schema):
+    """The jobs ``gapbridge serve`` (in-process) and ``gapbridge worker`` run, each once across the instances sharing a database."""
+
+    class Meta:
+        unknown = RAISE
+
+    # false: serve runs no jobs and worker refuses to start (syncs then come from cron or by hand)
+    enabled = fields.Boolean(load_default=True)
+    tick_seconds = fields.Integer(load_default=10, validate=validate.Range(min=1, max=3600))
+    # held by the instance running a job, renewed while it runs: a killed instance's job is taken over once it runs out
+    job_lease_seconds = fields.Integer(load_default=300, validate=validate.Range(min=30))
+    sync_interval_seconds = fields.Integer(load_default=300, validate=validate.Range(min=10))
+    # per connector instance, instead of sync_interval_seconds: {servicenow: 120}
+    sync_intervals = fields.Dict(keys=fields.String(), values=fields.Integer(validate=validate.Range(min=10)), load_default=dict)
+    writeback_interval_seconds = fields.Integer(load_default=60, validate=validate.Range(min=10))
+    # open incidents whose clocks run, pending deadlines fallen due, changed mappings
+    reassess_interval_seconds = fields.Integer(load_default=300, validate=validate.Range(min=10))
+    risk_expiry_interval_seconds = fields.Integer(load_default=300, validate=validate.Range(min=10))
+    audit_verify_interval_seconds = fields.Integer(load_default=3600, validate=validate.Range(min=60))
+
+
 class ConnectorInstanceSchema(Schema):
     class Meta:
         unknown = EXCLUDE  # the connector's own schema validates the rest
@@ -108,6 +147,8 @@ class ConfigSchema(Schema):
     database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
     instance_path = fields.String(load_default=None)
     log_level = fields.String(load_default="INFO", validate=validate.OneOf(["DEBUG", "INFO", "WARNING", "ERROR"]))
+    # text: timestamped lines; json: one JSON object a line, with source, run id and incident (plugin.logs)
+    log_format = fields.String(load_default="text", validate=validate.OneOf(["text", "json"]))
     mappings = fields.Nested(MappingsSchema, load_default=lambda: MappingsSchema().load({}))
     connectors = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z][a-z0-9_-]{0,63}$", error="connector names are lowercase letters, digits, - and _")),
                              values=fields.Dict(), load_default=dict)
@@ -115,12 +156,22 @@ class ConfigSchema(Schema):
     sync = fields.Nested(SyncSchema, load_default=lambda: SyncSchema().load({}))
     api = fields.Nested(ApiSchema, load_default=lambda: ApiSchema().load({}))
     risk = fields.Nested(RiskSchema, load_default=lambda: RiskSchema().load({}))
+    schedule = fields.Nested(ScheduleSchema, load_default=lambda: ScheduleSchema().load({}))
+    metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
 
     @validates_schema
     def _connector_types(self, data: Mapping[str, Any], **_: Any) -> None:
         for name, options in (data.get("connectors") or {}).items():
             if not isinstance(options, Mapping) or not options.get("type"):
                 raise ValidationError({"connectors": {name: {"type": ["Missing data for required field."]}}})
+
+    @validates_schema
+    def _scheduled_sources(self, data: Mapping[str, Any], **_: Any) -> None:
+        known = sorted(data.get("connectors") or {})
+        unknown = {name: [f"no connector named {name!r} (configured: {', '.join(known) or 'none'})"]
+                   for name in (data.get("schedule") or {}).get("sync_intervals", {}) if name not in known}
+        if unknown:
+            raise ValidationError({"schedule": {"sync_intervals": unknown}})
 
 
 def expand_env(node: Any, path: str, where: Any, env: Mapping[str, str]) -> Any:

@@ -45,8 +45,11 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 FINDING_STATUSES = ("pass", "fail", "pending", "not_applicable")
 FINDING_KINDS = ("gap", "improvement")
 OUTBOX_STATUSES = ("pending", "sent", "failed", "superseded")
-# abandoned: the run stopped without finishing (killed, crashed); the sync that took its lease over marked it
-SYNC_STATUSES = ("running", "succeeded", "failed", "abandoned")
+# abandoned: the run stopped without finishing (killed, crashed); the sync that took its lease over marked it.
+# stopped: a stop was asked for (SIGTERM, Ctrl-C); the pages before it are stored and the next run resumes after them
+SYNC_STATUSES = ("running", "succeeded", "failed", "abandoned", "stopped")
+# skipped: the job's work was held by another process (a sync run by hand, say); stopped: as a sync's
+JOB_OUTCOMES = ("succeeded", "failed", "skipped", "stopped")
 
 
 class Incident(Model):
@@ -259,6 +262,26 @@ class Lease(Model):
     name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     holder: Mapped[str] = mapped_column(sa.String(128), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ScheduledJob(Model):
+    """A job of the schedule (a source's sync, the outbox write-back, ...): when it is next due, who runs it, how it last went.
+
+    Claimed by the lease ``job:<name>`` and a conditional update of ``holder``, so it runs once across every instance.
+    """
+
+    __tablename__ = "scheduled_jobs"
+
+    name: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    next_due_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    holder: Mapped[str | None] = mapped_column(sa.String(128))  # the process running it now (host:pid); None between runs
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outcome: Mapped[str | None] = mapped_column(sa.Enum(*JOB_OUTCOMES, name="job_outcome", native_enum=False, create_constraint=True))
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    last_summary: Mapped[str | None] = mapped_column(sa.Text)  # one line: what the last run did
+    # what a job keeps from one run to the next (the audit verify: the head it last found intact)
+    memory: Mapped[Any] = mapped_column(JSONType, nullable=True)
 
 
 class AuditEvent(Model):

@@ -67,12 +67,14 @@ class FakeConnector(Connector):
     def normalize(self, record: Mapping[str, Any]) -> dict[str, Any]:
         if record["id"] in self.tool.bad_ids:
             raise NormalizationError(f"{record['number']}: field 'opened_at': not a timestamp: 'yesterday'")
-        return create_incident(
-            source=self.name, external_id=record["id"], number=record["number"], is_security=record["security"],
-            evidence=create_incident()["evidence"] if record["evidence"] else [],
-            enrichment_fingerprint=record["fingerprint"], affected_ci=f"ci-{record['number']}", raw={k: v for k, v in record.items() if k != "canonical"},
+        # a ticket's own canonical fields win over these defaults
+        return create_incident(**{
+            "source": self.name, "external_id": record["id"], "number": record["number"], "is_security": record["security"],
+            "evidence": create_incident()["evidence"] if record["evidence"] else [],
+            "enrichment_fingerprint": record["fingerprint"], "affected_ci": f"ci-{record['number']}",
+            "raw": {k: v for k, v in record.items() if k != "canonical"},
             **record.get("canonical", {}),
-        )
+        })
 
     def write_back(self, enrichment: Enrichment) -> WriteResult:
         self.tool.requests += 1

@@ -131,8 +131,8 @@ def test_outbox_waits_out_an_itsm_outage_and_delivers_each_note_once(app_factory
     with DemoITSM(tmp_path / "itsm.sqlite", size=60) as itsm:
         app = _demo_app(app_factory, itsm, tmp_path, outbox={"backoff_base_seconds": 0}, max_attempts=1)
         assert run_sync(app, write_back=False, quiet=True) == 0
-        # the single-record endpoints fail: reads of the ticket's fingerprint and the PATCHes
-        itsm.fail_next(10_000, status=503, retry_after=0, path_prefix="/api/now/table/incident/")
+        # the incident endpoints fail: the reads of what the tickets carry (fifty to a list request) and the PATCHes
+        itsm.fail_next(10_000, status=503, retry_after=0, path_prefix="/api/now/table/incident")
         assert run_writeback(app, quiet=True) == 1
         with app.app_context():
             pending = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem).where(OutboxItem.status == "pending"))

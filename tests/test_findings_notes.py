@@ -13,7 +13,8 @@ from plugin.models import Finding, Incident, OutboxItem, utcnow
 from plugin.rules.loader import load_ruleset
 from plugin.rules.model import FAIL, GAP, IMPROVEMENT, PENDING
 from plugin.services.assess import assess
-from plugin.services.enrich import CLEAN, TicketFindings, drain, enrichment_fields, fingerprint, plan, render_note
+from plugin.services.enrich import CLEAN, TicketFindings, enrichment_fields, fingerprint, plan, render_note
+from plugin.services.outbox import drain
 from plugin.services.report import format_report, gap_report
 from plugin.services.sync import sync_source
 from plugin.state import gapbridge

@@ -16,7 +16,8 @@ from connectors.servicenow import ServiceNowConnector, ServiceNowOptionsSchema
 from plugin.extensions import db
 from plugin.models import OutboxBackoff, OutboxItem, utcnow
 from plugin.services.assess import assess
-from plugin.services.enrich import DrainSummary, drain, plan
+from plugin.services.enrich import plan
+from plugin.services.outbox import DrainSummary, drain
 from plugin.services.sync import sync_source
 from plugin.state import gapbridge
 

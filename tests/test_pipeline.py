@@ -13,7 +13,8 @@ from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
-from plugin.services.enrich import drain, plan
+from plugin.services.enrich import plan
+from plugin.services.outbox import drain
 from plugin.services.sync import SyncBusyError, sync_source, worker_process_available
 from plugin.state import gapbridge
 
@@ -60,9 +61,9 @@ def test_a_page_that_fails_to_store_leaves_no_part_of_itself(app, monkeypatch) -
     real = sync_module.upsert_incidents
     calls = {"n": 0}
 
-    def flaky(source, incidents, now, ruleset_hash=None):
+    def flaky(source, incidents, now, ruleset_hash=None, masks=None):
         calls["n"] += 1
-        result = real(source, incidents, now, ruleset_hash)
+        result = real(source, incidents, now, ruleset_hash, masks)
         if calls["n"] == 2:
             raise KeyboardInterrupt  # killed after writing rows, before the commit
         return result

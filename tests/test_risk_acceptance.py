@@ -22,13 +22,13 @@ from plugin.services.enrich import (
     AcceptedGap,
     EndedAcceptance,
     TicketFindings,
-    drain,
     enrichment_fields,
     fingerprint,
     plan,
     render_note,
     ticket_labels,
 )
+from plugin.services.outbox import drain
 from plugin.services.report import format_report, gap_report
 from plugin.services.sync import sync_source
 from plugin.state import GapBridge, gapbridge

@@ -165,7 +165,8 @@ def test_options_defaults_for_the_incident_table() -> None:
     assert opts["state_map"] == {"1": "new", "2": "in_progress", "3": "on_hold", "6": "resolved", "7": "closed", "8": "cancelled"}
     assert opts["priority_map"] == {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "low"}
     assert opts["field_map"] == DEFAULT_FIELD_MAP
-    assert opts["write_back"] == {"work_note": True, "fingerprint_field": None, "columns": {}, "dry_run": False}
+    assert opts["write_back"] == {"work_note": True, "fingerprint_field": None, "columns": {}, "dry_run": False, "concurrency": 4,
+                                  "max_per_second": None}
     assert opts["is_security"]["tables"] == ["sn_si_incident"] and opts["is_security"]["field"] is None
     # the defaults are copies: changing one loaded configuration does not change the next
     opts["state_map"]["1"] = "closed"

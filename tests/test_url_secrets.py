@@ -39,7 +39,8 @@ from plugin.config import ConfigError, load_config, redact
 from plugin.extensions import db
 from plugin.models import AuditEvent, Incident, OutboxItem, RejectedRecord, SyncRun
 from plugin.services.assess import assess
-from plugin.services.enrich import drain, plan
+from plugin.services.enrich import plan
+from plugin.services.outbox import drain
 from plugin.services.sync import sync_source
 from plugin.state import gapbridge
 

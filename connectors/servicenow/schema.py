@@ -66,7 +66,7 @@ DEFAULT_SECURITY_CATEGORIES = ["security", "malware", "phishing", "data_breach",
 # a reported weakness is filed under these categories (or subcategories) on the incident form
 DEFAULT_WEAKNESS_CATEGORIES = {"vulnerability": "weakness", "weakness": "weakness"}
 
-# what the write-back may put into the ticket's own columns (see plugin.services.enrich)
+# what the write-back may put into the ticket's own columns (see plugin.services.enrich and .outbox)
 ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
                      "improvements", "improvement_checks", "pending_clocks", "next_due_at", "accepted_risks", "accepted_checks", "ruleset")
 
@@ -150,6 +150,11 @@ class WriteBackSchema(Schema):
     columns = fields.Dict(keys=fields.String(validate=validate.OneOf(ENRICHMENT_FIELDS)), values=fields.String(validate=_COLUMN),
                           load_default=dict, data_key="fields")
     dry_run = fields.Boolean(load_default=False)
+    # notes written at once to this instance (each by its own thread), and at most this many a second (none: no cap)
+    concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=32))
+    max_per_second = fields.Float(load_default=None, allow_none=True,
+                                  validate=validate.Range(min=0, min_inclusive=False, max=1000,
+                                                          error="must be above 0 and at most 1000 (leave it out for no cap)"))
 
 
 class ServiceNowOptionsSchema(Schema):

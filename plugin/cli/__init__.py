@@ -12,7 +12,7 @@ from flask import Flask
 
 from connectors.base import redacted_traceback
 
-from .. import create_app, db_schema
+from .. import create_app, db_schema, logs
 from ..config import ConfigError
 from ..db_schema import StartupError
 from ..errors import GapBridgeError
@@ -81,9 +81,9 @@ def migrate_db(app: Flask, *, force: bool = False) -> None:
     if force or options.get("migrate_on_start", True):
         db_schema.upgrade_under_lock(app, options.get("migrate_lock_timeout_seconds", 600))
         return
-    status = db_schema.check(app)
-    if not status["current"]:
-        fail(db_schema.behind_message(status["revision"], status["head"]), code=RUNTIME_ERROR)
+    schema = db_schema.check(app)  # not ``status``: that is the command module's name here
+    if not schema["current"]:
+        fail(db_schema.behind_message(schema["revision"], schema["head"]), code=RUNTIME_ERROR)
 
 
 class Group(click.Group):
@@ -120,10 +120,11 @@ class Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """GapBridge: ITSM incidents checked against ISO/IEC 27001, gaps written back to the ticket."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # timestamped text until the configuration is read; create_app then applies log_level and log_format (-v stays DEBUG)
+    logs.configure("INFO", "text", debug=verbose)
     ctx.obj = Context(config_path, verbose)
     ctx.call_on_close(ctx.obj.close)
 
 
 # the command groups register themselves on ``main``
-from . import audit, export, mappings, pipeline, tokens  # noqa: E402,F401
+from . import audit, export, mappings, pipeline, status, tokens, worker  # noqa: E402,F401

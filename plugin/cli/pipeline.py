@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,29 +11,21 @@ from typing import Any
 import click
 from flask import Flask
 
-from connectors.base import redacted_traceback
-
 from ..config import ConfigError, demo_config
 from ..state import gapbridge
 from . import RUNTIME_ERROR, Context, fail, log, main, migrate_db
 
 # 0 lets the system pick a free port; an int beyond 65535 would wrap around (70000 binds 4464)
 PORT = click.IntRange(0, 65535)
+# what a sync (or a pass) says when a signal stops it, and once it stopped
+STOPPING = "stopping after the current page (what is stored stays stored; the next run resumes from the last bookmark)"
+STOPPED = "stopped as asked: what was stored is kept; the next run resumes from the last bookmark"
 
 
 def _progress(label: str) -> Callable[[Any, int | None], None]:
-    tty = sys.stderr.isatty()
-    last = [0.0]
+    from .progress import sync_progress
 
-    def show(summary: Any, total: int | None) -> None:
-        now = time.monotonic()
-        if not tty and now - last[0] < 5:
-            return
-        last[0] = now
-        of = f"/{total}" if total else ""
-        text = f"{label}: {summary.fetched}{of} fetched, {summary.stored} stored, {summary.rejected} rejected (page {summary.pages})"
-        click.echo(("\r" + text) if tty else text, err=True, nl=not tty)
-    return show
+    return sync_progress(label)
 
 
 def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False, write_back: bool | None = None,
@@ -63,33 +54,58 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
                                        progress_for=None if quiet else _progress, on_source=said)
         except ConfigError as exc:  # no connector, or an unknown one: the operator's to fix
             fail(str(exc))
+        if result.stopped:
+            click.echo(f"gapbridge: {STOPPED}", err=True)
+            return 0 if result.ok else 1
         a = result.assessed
         if not quiet and a is not None:
             click.echo(f"re-assessed {a.assessed} more incidents (open ones whose clocks run, or checks across incidents): "
                        f"{a.opened} gaps opened, {a.closed} closed", err=True)
+        if result.assess_skipped and not quiet:
+            click.echo(result.assess_skipped, err=True)
         if result.expired and not quiet:
             click.echo(f"risk acceptances expired: {result.expired} (their gaps count again)", err=True)
         if result.writeback is not None and not quiet:
+            if result.writeback.plan_skipped:
+                click.echo(result.writeback.plan_skipped, err=True)
             _say_writeback(result.writeback)
     return 0 if result.ok else 1
 
 
 def _say_writeback(result: Any) -> None:
+    """Counts of every item that was due, the time and rate, what waits (until when, why), and the errors."""
+    from .progress import duration
+
     p, d = result.plan, result.drain
+    also = "".join(f", {n} {what}" for n, what in ((d.elsewhere, "in hand elsewhere"), (d.taken_over, "taken over from a dead run"))
+                   if n)
     click.echo(f"write-back: {p.queued} queued, {d.written} written, {d.already_current} already current, "
-               f"{d.dry_run} dry-run, {d.retrying} waiting to retry, {d.failed} failed", err=True)
+               f"{d.dry_run} dry-run, {d.waiting} waiting to retry, {d.failed} failed{also} "
+               f"({d.due} due, in {duration(d.seconds)}, {d.rate:.1f}/s)", err=True)
+    for source, wait in sorted(d.waiting_by_source.items()):
+        until = f", the first again after {wait.until:%Y-%m-%d %H:%M:%S} UTC" if wait.until is not None else ""
+        untried = f", {wait.not_attempted} not attempted" if wait.not_attempted else ""
+        why = f": {wait.reason}" if wait.reason else ""
+        click.echo(f"  {source}: {wait.retrying + wait.not_attempted} waiting ({wait.retrying} to retry{untried}{until}){why}",
+                   err=True)
     for err in d.errors[:10]:
         click.echo(f"  {err}", err=True)
+    if len(d.errors) > 10:
+        click.echo(f"  ... and {len(d.errors) - 10} more", err=True)
 
 
 def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed: bool = False, quiet: bool = False) -> int:
     from ..services import pipeline
+    from .progress import writeback_progress
 
     with app.app_context():
+        show, line = writeback_progress()
         try:
-            result = pipeline.write_back(gapbridge(app), sources, retry_failed=retry_failed)
+            result = pipeline.write_back(gapbridge(app), sources, retry_failed=retry_failed, progress=None if quiet else show)
         except ConfigError as exc:
             fail(str(exc))
+        finally:
+            line.end()
         if not quiet:
             _say_writeback(result)
         return 0 if result.ok else 1
@@ -102,9 +118,17 @@ def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed:
 @click.pass_obj
 def sync(obj: Context, sources: tuple[str, ...], full: bool, no_writeback: bool) -> None:
     """Fetch what changed since the last run, assess it and write gaps back."""
+    from ..services import shutdown
+
     app = obj.app()
     migrate_db(app)
-    sys.exit(run_sync(app, list(sources) or None, full=full, write_back=False if no_writeback else None))
+    with shutdown.on_signals(_say_signal, STOPPING):
+        status = run_sync(app, list(sources) or None, full=full, write_back=False if no_writeback else None)
+    sys.exit(status)
+
+
+def _say_signal(text: str) -> None:
+    click.echo(("\n" if sys.stderr.isatty() else "") + f"gapbridge: {text}", err=True)  # after a progress line
 
 
 @main.command()
@@ -112,14 +136,16 @@ def sync(obj: Context, sources: tuple[str, ...], full: bool, no_writeback: bool)
 @click.pass_obj
 def assess(obj: Context, everything: bool) -> None:
     """Evaluate stale incidents against the loaded mappings."""
-    from ..services.assess import assess as run_assess
+    from ..db.leases import LeaseBusy
+    from ..services import pipeline
 
     app = obj.app()
     migrate_db(app)
     with app.app_context():
-        state = gapbridge(app)
-        a = run_assess(state.ruleset, everything=everything,
-                       time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
+        try:
+            a = pipeline.reassess(gapbridge(app), everything=everything)
+        except LeaseBusy as exc:
+            fail(pipeline.busy_step("assessment", exc), code=RUNTIME_ERROR)
         click.echo(f"assessed {a.assessed} incidents under ruleset {a.ruleset}: "
                    + ", ".join(f"{k} {v}" for k, v in sorted(a.statuses.items()))
                    + f"; {a.opened} gaps opened, {a.closed} closed")
@@ -130,9 +156,13 @@ def assess(obj: Context, everything: bool) -> None:
 @click.pass_obj
 def writeback(obj: Context, retry_failed: bool) -> None:
     """Queue changed enrichments and write pending ones onto the tickets."""
+    from ..services import shutdown
+
     app = obj.app()
     migrate_db(app)
-    sys.exit(run_writeback(app, retry_failed=retry_failed))
+    with shutdown.on_signals(_say_signal, "stopping after the note being written; the next run writes the rest"):
+        status = run_writeback(app, retry_failed=retry_failed)
+    sys.exit(status)
 
 
 @main.command()
@@ -150,19 +180,35 @@ def report(obj: Context) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=PORT)
+@click.option("--no-schedule", is_flag=True, help="Serve only: run no scheduled job in this process (as with schedule.enabled: false).")
 @click.pass_obj
-def serve(obj: Context, host: str, port: int) -> None:
-    """Run the GapBridge web service (for production, run create_app under gunicorn)."""
+def serve(obj: Context, host: str, port: int, no_schedule: bool) -> None:
+    """Run the GapBridge web service and, unless switched off, the schedule (for production: gunicorn and `gapbridge worker`)."""
+    from ..services import shutdown
+    from ..services.scheduler import Scheduler, describe
+
     app = obj.app()
     migrate_db(app)
-    _serve(app, host, port)
+    scheduler = None
+    if not no_schedule and gapbridge(app).config["schedule"]["enabled"]:
+        scheduler = Scheduler(app)
+        click.echo(f"Schedule in this process: {describe(list(scheduler.jobs.values()))} "
+                   "(--no-schedule or schedule.enabled: false to switch it off)", err=True)
+    with shutdown.on_signals(_say_signal, SERVE_STOPPING):
+        _serve(app, host, port, scheduler)
 
 
-def _serve(app: Flask, host: str, port: int) -> None:
+SERVE_STOPPING = "stopping: no new requests, and the scheduled job under way stops at its next page or note"
+
+
+def _serve(app: Flask, host: str, port: int, scheduler: Any = None) -> None:
+    """Serve until a stop is asked for (``shutdown.request``: the signal handlers), with ``scheduler`` in a thread beside."""
     import os
     import socket
 
     from werkzeug.serving import make_server, select_address_family
+
+    from ..services import shutdown
 
     # bound here, not by werkzeug, which prints its own lines and exits when the port is taken
     try:
@@ -172,13 +218,23 @@ def _serve(app: Flask, host: str, port: int) -> None:
         fail(f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}", code=RUNTIME_ERROR)
     with listener:
         server = make_server(host, port, app, threaded=True, fd=listener.fileno())
-    click.echo(f"GapBridge serving on http://{host}:{server.server_port}/healthz (Ctrl-C to stop)")
+        bound = listener.getsockname()[1]  # the port the system chose for --port 0 (a server made on an fd has no server_port)
+    click.echo(f"GapBridge serving on http://{host}:{bound}/healthz (Ctrl-C to stop)")
+    # the server in a thread, so that this one (where signals arrive) can stop it: shutdown() waits for serve_forever
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gapbridge-http", daemon=True)
+    serving.start()
+    if scheduler is not None:
+        scheduler.start()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        while serving.is_alive() and not shutdown.wait(1.0):
+            pass
     finally:
+        shutdown.request()  # the scheduler too, however this ended
+        server.shutdown()
         server.server_close()
+        if scheduler is not None and not scheduler.join(shutdown.GRACE_SECONDS):
+            log.warning("the scheduled job under way did not stop in time; its next run resumes it")
+    click.echo("GapBridge stopped", err=True)
 
 
 @main.group()
@@ -255,7 +311,9 @@ def _forget_demo_data(folder: Path) -> None:
 @click.pass_obj
 def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str, host: str, port: int, interval: int) -> None:
     """Run a demo ITSM, sync and assess it, write gaps back, and serve GapBridge."""
+    from ..services import shutdown
     from ..services.report import format_report, gap_report
+    from ..services.scheduler import REASSESS, RISK_EXPIRY, WRITEBACK, Scheduler
 
     folder = Path(workdir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -268,9 +326,15 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
                        "empty one; add --reseed to start over).", err=True)
         click.echo(f"Demo ITSM (ServiceNow Table API) with {held} incidents on {itsm.url}", err=True)
         assert itsm.url is not None  # set once the server started
-        app = obj.app(demo_config(itsm.url, folder))
+        cfg = demo_config(itsm.url, folder)
+        # the demo's passes come every --interval seconds: its syncs and write-back
+        cfg["schedule"].update(sync_interval_seconds=interval, writeback_interval_seconds=interval)
+        app = obj.app(cfg)
         migrate_db(app)
-        status = run_sync(app)
+        with shutdown.on_signals(_say_signal, STOPPING):
+            status = run_sync(app)
+            if shutdown.requested():  # it said so
+                sys.exit(status)
         with app.app_context():
             click.echo("")
             click.echo(format_report(gap_report(gapbridge(app).ruleset)))
@@ -286,16 +350,8 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
             _, token = tokens.create(f"demo-auditor-{utcnow():%Y%m%d%H%M%S}", "auditor", utcnow() + timedelta(days=1), "demo")
         click.echo(f"\nAPI docs: http://{host}:{port}/api/docs\nAuditor token for this demo (valid 24 h):\n  {token}\n"
                    f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/api/v1/coverage/controls", err=True)
-        stop = threading.Event()
-
-        def scheduler() -> None:
-            while not stop.wait(interval):
-                try:
-                    run_sync(app, quiet=True)
-                except Exception as exc:  # keep serving; the next pass tries again
-                    log.error("scheduled pass failed: %s", redacted_traceback(exc))
-        threading.Thread(target=scheduler, name="gapbridge-scheduler", daemon=True).start()
-        try:
-            _serve(app, host, port)
-        finally:
-            stop.set()
+        scheduler = Scheduler(app)
+        # the pass just done counts as their first run: the next comes an interval on
+        scheduler.ran_now([name for name in scheduler.jobs if name.startswith("sync:")] + [WRITEBACK, REASSESS, RISK_EXPIRY])
+        with shutdown.on_signals(_say_signal, SERVE_STOPPING):
+            _serve(app, host, port, scheduler)

@@ -21,13 +21,13 @@ import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, OPEN_STATES
 
-from ..db.bulk import JsonText, bulk_update, column_encoder, heap_frozen, insert_encoded
+from ..db.bulk import JsonText, bulk_update, column_encoder, heap_frozen, insert_encoded, one_of
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..queries.coverage import MASK_RANK, mask_bits, stored_masks
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
-from . import audit
+from . import audit, shutdown
 from .store import canonical_from_row, canonical_subset
 
 log = logging.getLogger("gapbridge.assess")
@@ -103,7 +103,9 @@ def _assess(ruleset: Ruleset, everything: bool, time_sensitive_minutes: int, now
         db.session.commit()
         if progress:
             progress(summary.assessed)
-    if ruleset.across_checks:
+        if shutdown.requested():  # the batches done are committed; what is left stays stale for the next pass
+            break
+    if ruleset.across_checks and not shutdown.requested():
         _assess_across(ruleset, now, summary)
     if summary.assessed or summary.opened or summary.closed:
         audit.record("assessment.completed", "ruleset", ruleset.hash, assessed=summary.assessed,
@@ -123,16 +125,19 @@ def assess_batch(ruleset: Ruleset, batch: Sequence[tuple[Any, Mapping[str, Any]]
 
 
 def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome]]], now: datetime, summary: AssessSummary,
-                   mark_assessed: bool = True, without_findings: Collection[int] = ()) -> None:
+                   mark_assessed: bool = True, without_findings: Collection[int] = (),
+                   masks_written: Collection[int] = ()) -> None:
     """Store the outcomes of (row, applicable outcomes) pairs evaluated under ``ruleset``; the caller commits.
 
     The incident's earlier findings are replaced; a gap that opened or closed is one audit event per incident.
     ``without_findings``: ids of incidents known to have none yet (just stored for the first time).
+    ``masks_written`` (with ``mark_assessed`` false): ids of incidents of ``without_findings`` whose masks the
+    caller wrote with them (``outcome_masks`` of the same outcomes), so their rows are not written again.
     """
     rows = [r for r, _ in batch]
     ids = [r.id for r in rows if r.id not in without_findings]
     ft = Finding.__table__
-    mine = (ft.c.incident_id.in_(sa.bindparam("ids", expanding=True))
+    mine = (one_of(ft.c.incident_id)
             & ft.c.check_id.not_in([c.id for c in ruleset.across_checks]))
     previous: dict[int, dict[str, tuple[str, Any, Any]]] = {}
     if ids:
@@ -146,7 +151,7 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     across_gaps = [c.id for c in ruleset.across_checks if c.id in bits]
     if ids and across_gaps:
         for held in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status).where(
-                ft.c.incident_id.in_(sa.bindparam("ids", expanding=True)), ft.c.check_id.in_(across_gaps)), {"ids": ids}):
+                one_of(ft.c.incident_id), ft.c.check_id.in_(across_gaps)), {"ids": ids}):
             _set_bits(masks[held.incident_id], bits, held.check_id, held.status)
     # rows go to the driver as tuples: per check, its constant columns are encoded once
     dialect = db.engine.dialect.name
@@ -187,11 +192,24 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
                                                  "last_assessed_on": now, "control_outcomes": masks[r.id][0],
                                                  "subprocess_outcomes": masks[r.id][1]} for r in rows])
-    else:  # the sync wrote the assessment columns with the incident
+    else:  # the sync wrote the assessment columns with the incident (and the masks of those new, masks_written)
         bulk_update(Incident.__table__, "id", [{"id": r.id, "control_outcomes": masks[r.id][0], "subprocess_outcomes": masks[r.id][1]}
-                                               for r in rows])
+                                               for r in rows if r.id not in masks_written])
     audit.record_many(events)
     summary.assessed += len(rows)
+
+
+def outcome_masks(ruleset: Ruleset, outcomes: Sequence[Outcome]) -> tuple[int, int]:
+    """An incident's (control_outcomes, subprocess_outcomes) from its incident-check outcomes alone.
+
+    What ``store_outcomes`` writes for an incident with no findings stored yet (no across-incident
+    findings to add): the sync writes these with the incidents it stores for the first time.
+    """
+    bits = mask_bits(ruleset)
+    mask = [0, 0]
+    for check_id, status, _, _ in outcomes:
+        _set_bits(mask, bits, check_id, status)
+    return mask[0], mask[1]
 
 
 def _set_bits(mask: list[int], bits: Mapping[str, list[tuple[int, int]]], check_id: str, status: str) -> None:
@@ -314,7 +332,7 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
     ids, incidents, known = batch
     outcomes = evaluate_across_detailed(check, incidents, now, known)
     ft = Finding.__table__
-    some = ft.c.incident_id.in_(sa.bindparam("ids", expanding=True))
+    some = one_of(ft.c.incident_id)
     before: dict[int, Any] = {}
     for start in range(0, len(ids), BATCH):  # a batch holds a whole partition, however large: keep IN lists short
         before.update((f.incident_id, f) for f in db.session.execute(

@@ -1,40 +1,22 @@
-"""Enrichment: turn an incident's open gaps, improvements and running deadlines into a note and fields, queue it in the outbox,
-and drain the outbox onto the tickets with retries that survive restarts."""
+"""Enrichment: turn an incident's open gaps, improvements and running deadlines into a note and fields, and queue it in
+the outbox (``plan``). ``services.outbox`` drains the outbox onto the tickets."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
 
-from connectors.base import (
-    AuthenticationError,
-    Connector,
-    ConnectorError,
-    Enrichment,
-    FatalConnectorError,
-    RetriableConnectorError,
-    error_text,
-)
-
-from ..db.leases import worker_id
 from ..extensions import db
-from ..models import Finding, Incident, OutboxBackoff, OutboxItem, RiskAcceptance, utcnow
+from ..models import Finding, Incident, OutboxItem, RiskAcceptance, utcnow
 from ..queries.acceptance import matches, reaches
 from ..rules.clocks import format_utc, time_left
 from ..rules.model import FAIL, GAP, PENDING, SEVERITIES, SEVERITY_RANK, Ruleset
-from . import audit
-
-log = logging.getLogger("gapbridge.writeback")
 
 MARKER = "[gapbridge:{fingerprint}]"
 CLEAN = "clean"  # the fingerprint of "no open gaps"
@@ -362,179 +344,3 @@ def _queue(inc: Any, fp: str, payload: dict[str, Any]) -> bool:
         where=ot.c.status.in_(["sent", "superseded"]))
     # RETURNING says whether this call wrote the row, alike on SQLite and PostgreSQL (rowcount did not, on psycopg)
     return db.session.execute(stmt.returning(ot.c.id)).first() is not None
-
-
-# --- draining the outbox ---------------------------------------------------------------
-
-
-@dataclass
-class DrainSummary:
-    written: int = 0
-    already_current: int = 0
-    dry_run: int = 0
-    retrying: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    unreachable: set[str] = field(default_factory=set)
-
-
-def backoff(attempts: int, base: float, cap: float, rand: Callable[[], float] = random.random) -> timedelta:
-    """Exponential backoff with full jitter, at least a second."""
-    ceiling = min(cap, base * (2 ** max(0, attempts - 1)))
-    return timedelta(seconds=max(1.0, ceiling * rand()))
-
-
-def _claim(item_id: int, me: str, now: datetime, seconds: int = 300) -> bool:
-    ot = OutboxItem.__table__
-    # an UPDATE's result is a CursorResult, which has rowcount; Session.execute is typed as plain Result
-    res = cast(CursorResult[Any], db.session.execute(ot.update().where(
-        ot.c.id == item_id, ot.c.status == "pending",
-        sa.or_(ot.c.claimed_until.is_(None), ot.c.claimed_until < now),
-    ).values(claimed_by=me, claimed_until=now + timedelta(seconds=seconds))))
-    db.session.commit()
-    return res.rowcount == 1
-
-
-def drain(connectors: Mapping[str, Connector], *, max_attempts: int = 12, backoff_base: float = 30.0,
-          backoff_cap: float = 21600.0, batch_size: int = 100, now: datetime | None = None,
-          retry_failed: bool = False) -> DrainSummary:
-    """Write due outbox items; a failing tool leaves them pending for a later run.
-
-    A source is left alone for the rest of the run after a failure, and for as long as its tool asked
-    (a Retry-After, kept in ``outbox_backoff``) by every run on every instance.
-    """
-    summary = DrainSummary()
-    me = worker_id()
-    ot = OutboxItem.__table__
-    if retry_failed:
-        db.session.execute(ot.update().where(ot.c.status == "failed", ot.c.source.in_(list(connectors)))
-                           .values(status="pending", attempts=0, next_attempt_at=utcnow()))
-        db.session.commit()
-    last_id = 0
-    while True:
-        now_ = now or utcnow()
-        due = db.session.execute(sa.select(ot.c.id, ot.c.source).where(
-            ot.c.status == "pending", ot.c.next_attempt_at <= now_, ot.c.id > last_id,
-            ot.c.source.in_(list(connectors)), ot.c.source.not_in(list(summary.unreachable)),
-        ).order_by(ot.c.id).limit(batch_size)).all()
-        if not due:
-            break
-        last_id = due[-1].id
-        for row in due:
-            # checked before every claim: another instance may have been asked to wait a moment ago
-            if row.source in summary.unreachable or _held(row.source, now_, summary) or not _claim(row.id, me, now_):
-                continue
-            item = db.session.get(OutboxItem, row.id)
-            assert item is not None
-            _deliver(item, connectors[item.source], summary, max_attempts, backoff_base, backoff_cap, now_)
-    _forget_served_waits(list(connectors), now or utcnow())
-    return summary
-
-
-def _held(source: str, now: datetime, summary: DrainSummary) -> bool:
-    """True if the tool behind ``source`` asked us to wait past ``now``; the run then says what it asked, once."""
-    hold = db.session.get(OutboxBackoff, source, populate_existing=True)
-    if hold is None or hold.until <= now:
-        return False
-    summary.unreachable.add(source)
-    summary.errors.append(f"{source}: {hold.message}")
-    return True
-
-
-def _hold(connector: Connector, seconds: float, now: datetime) -> str:
-    """Keep the wait the tool asked for, for every run and instance; the message says what was asked."""
-    until = now + timedelta(seconds=seconds)
-    tool = getattr(connector, "tool_name", None) or type(connector).__name__.removesuffix("Connector")
-    when = f"{until:%H:%M:%S} UTC" if until.date() == now.date() else f"{until:%Y-%m-%d %H:%M:%S} UTC"
-    message = f"{tool} asked to wait {seconds:g} s; next attempt after {when}"
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(OutboxBackoff).values(source=connector.name, until=until, asked_seconds=seconds, message=message, set_at=utcnow())
-    db.session.execute(stmt.on_conflict_do_update(index_elements=["source"], set_={
-        "until": stmt.excluded.until, "asked_seconds": stmt.excluded.asked_seconds, "message": stmt.excluded.message,
-        "set_at": stmt.excluded.set_at}))
-    return message
-
-
-def _forget_served_waits(sources: list[str], now: datetime) -> None:
-    """A wait served is deleted, so that what is left in ``outbox_backoff`` is only what still holds."""
-    bt = OutboxBackoff.__table__
-    db.session.execute(bt.delete().where(bt.c.source.in_(sources), bt.c.until <= now))
-    db.session.commit()
-
-
-def _deliver(item: OutboxItem, connector: Connector, summary: DrainSummary, max_attempts: int,
-             base: float, cap: float, now: datetime) -> None:
-    p = item.payload
-    enrichment = Enrichment(external_id=item.external_id, fingerprint=item.fingerprint, note=p.get("note"),
-                            fields=dict(p.get("fields") or {}), labels=list(p.get("labels") or []))
-    try:
-        # A write the tool accepted just before we crashed must not be written again.
-        if connector.current_fingerprint(item.external_id) == item.fingerprint:
-            _sent(item, "already_current")
-            summary.already_current += 1
-            return
-        result = connector.write_back(enrichment)
-    except AuthenticationError as exc:
-        # the account is refused, not the note: one more login per note would lock the account out. The note
-        # keeps its attempts and stays pending; the run stops for this connector and says so.
-        error = error_text(exc)
-        item.last_error = f"the login was refused: {error}"
-        item.claimed_by = item.claimed_until = None
-        db.session.commit()
-        waiting = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem).where(
-            OutboxItem.source == item.source, OutboxItem.status == "pending"))
-        summary.unreachable.add(item.source)
-        summary.errors.append(f"{item.source}: the login was refused ({error}); write-back stopped for this connector, {waiting} notes wait")
-        log.error("write-back to %s stopped: the login was refused (%s)", item.source, error)
-        return
-    except RetriableConnectorError as exc:
-        item.attempts += 1
-        item.last_error = error = error_text(exc)
-        item.claimed_by = item.claimed_until = None
-        if exc.retry_after:
-            # the tool said how long: that, not our retries, is the news
-            item.last_error = error = _hold(connector, exc.retry_after, now)
-        if item.attempts >= max_attempts:
-            item.status = "failed"
-            summary.failed += 1
-            audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=error, attempts=item.attempts)
-        else:
-            delay = backoff(item.attempts, base, cap)
-            if exc.retry_after:
-                delay = max(delay, timedelta(seconds=exc.retry_after))
-            item.next_attempt_at = now + delay
-            summary.retrying += 1
-        summary.errors.append(f"{item.source}: {error}" if exc.retry_after else f"{item.source} {item.external_id}: {error}")
-        summary.unreachable.add(item.source)  # stop hammering a tool that is down; the rest waits
-        db.session.commit()
-        return
-    except (FatalConnectorError, ConnectorError) as exc:
-        item.attempts += 1
-        item.status = "failed"
-        item.last_error = error = error_text(exc)
-        item.claimed_by = item.claimed_until = None
-        summary.failed += 1
-        summary.errors.append(f"{item.source} {item.external_id}: {error}")
-        audit.record("writeback.failed", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint, error=error, attempts=item.attempts)
-        db.session.commit()
-        return
-    if result.dry_run:
-        item.claimed_by = item.claimed_until = None  # stays pending: a real run writes it
-        summary.dry_run += 1
-        audit.record("writeback.dry_run", "incident", item.incident_id, source=item.source, fingerprint=item.fingerprint)
-        db.session.commit()
-        return
-    _sent(item, "written")
-    summary.written += 1
-
-
-def _sent(item: OutboxItem, how: str) -> None:
-    item.status = "sent"
-    item.sent_at = utcnow()
-    item.attempts += 1
-    item.claimed_by = item.claimed_until = None
-    item.last_error = None
-    db.session.execute(sa.update(Incident).where(Incident.id == item.incident_id).values(enrichment_fingerprint=item.fingerprint))
-    audit.record(f"writeback.{how}", "incident", item.incident_id, source=item.source, external_id=item.external_id,
-                 fingerprint=item.fingerprint, open_gaps=(item.payload.get("fields") or {}).get("open_gaps"))
-    db.session.commit()

@@ -13,13 +13,21 @@ from typing import Any
 from connectors.base import ConnectorError, FatalConnectorError
 
 from ..config import ConfigError
+from ..db.leases import LeaseBusy, held_lease
 from ..state import GapBridge
+from . import shutdown
 from .assess import AssessSummary, assess
-from .enrich import DrainSummary, PlanSummary, drain, plan
+from .enrich import PlanSummary, plan
+from .outbox import DrainSummary, drain
 from .risk import expire_due
 from .sync import SyncBusyError, SyncSummary, sync_source
 
 Progress = Callable[[Any, int | None], None]
+
+# one assessment pass and one outbox plan at a time across instances: two at once race on the
+# delete-then-insert of findings, and on queueing the same note
+ASSESS_LEASE = "assess"
+PLAN_LEASE = "outbox:plan"
 
 
 @dataclass
@@ -35,15 +43,23 @@ class SourceSync:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def stopped(self) -> bool:
+        """A stop was asked for during the sync (SIGTERM, Ctrl-C): the next run resumes from its bookmark."""
+        return self.summary is not None and self.summary.status == "stopped"
+
 
 @dataclass
 class WritebackResult:
     plan: PlanSummary
     drain: DrainSummary
+    plan_skipped: str | None = None  # another instance held the plan lease: this run wrote what was already queued
 
     @property
     def ok(self) -> bool:
-        return not (self.drain.failed or self.drain.retrying)
+        """Nothing failed and nothing waits; a stop asked for is no failure (the next run goes on)."""
+        d = self.drain
+        return not (d.failed or d.retrying or (d.not_attempted and not d.stopped))
 
 
 @dataclass
@@ -52,6 +68,8 @@ class PassResult:
     assessed: AssessSummary | None = None
     expired: int = 0
     writeback: WritebackResult | None = None
+    assess_skipped: str | None = None  # another instance held the assessment lease
+    stopped: bool = False  # a stop was asked for: the steps after it did not run
 
     @property
     def ok(self) -> bool:
@@ -85,24 +103,46 @@ def sync_one(state: GapBridge, name: str, *, full: bool = False, progress: Progr
     return SourceSync(name, summary)
 
 
-def reassess(state: GapBridge) -> AssessSummary:
-    """Re-assess what is stale: open incidents whose clocks run, changed mappings, checks across incidents."""
-    return assess(state.ruleset, time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
+def step_lease_seconds(state: GapBridge) -> int:
+    return int(state.config["schedule"]["job_lease_seconds"])
 
 
-def write_back(state: GapBridge, sources: Sequence[str] | None = None, *, retry_failed: bool = False) -> WritebackResult:
+def reassess(state: GapBridge, *, everything: bool = False) -> AssessSummary:
+    """Re-assess what is stale: open incidents whose clocks run, changed mappings, checks across incidents.
+
+    Under the assessment lease; LeaseBusy if another process is assessing (what it leaves stale, the next pass does).
+    """
+    with held_lease(ASSESS_LEASE, step_lease_seconds(state)):
+        return assess(state.ruleset, everything=everything,
+                      time_sensitive_minutes=state.config["mappings"]["time_sensitive_interval_minutes"])
+
+
+def busy_step(what: str, exc: LeaseBusy) -> str:
+    """What a pass says of a step it skipped because another process holds its lease."""
+    by = f" ({exc.holder} until {exc.until:%H:%M:%S} UTC)" if exc.holder else ""
+    return f"{what} skipped: another process is at it{by}; nothing is lost, the next pass does what is left"
+
+
+def write_back(state: GapBridge, sources: Sequence[str] | None = None, *, retry_failed: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> WritebackResult:
     """Queue changed enrichments, then write what is due onto the tickets of ``sources``."""
     names = source_names(state, sources)
-    planned = plan(state.ruleset)
+    planned, plan_skipped = PlanSummary(), None
+    try:
+        with held_lease(PLAN_LEASE, step_lease_seconds(state)):
+            planned = plan(state.ruleset)
+    except LeaseBusy as exc:  # the other plan queues what changed; the drain below writes what is queued
+        plan_skipped = busy_step("outbox plan", exc)
     connectors = {n: state.connector(n) for n in names}
     ob = state.config["outbox"]
     try:
         drained = drain(connectors, max_attempts=ob["max_attempts"], backoff_base=ob["backoff_base_seconds"],
-                        backoff_cap=ob["backoff_max_seconds"], batch_size=ob["batch_size"], retry_failed=retry_failed)
+                        backoff_cap=ob["backoff_max_seconds"], batch_size=ob["batch_size"], retry_failed=retry_failed,
+                        progress=progress)
     finally:
         for c in connectors.values():
             c.close()
-    return WritebackResult(planned, drained)
+    return WritebackResult(planned, drained, plan_skipped)
 
 
 def run_pass(state: GapBridge, sources: Sequence[str] | None = None, *, full: bool = False, write_back_after: bool | None = None,
@@ -112,11 +152,19 @@ def run_pass(state: GapBridge, sources: Sequence[str] | None = None, *, full: bo
     names = source_names(state, sources)
     result = PassResult()
     for name in names:
+        if shutdown.requested():
+            break
         synced = sync_one(state, name, full=full, progress=progress_for(name) if progress_for else None)
         result.synced.append(synced)
         if on_source:
             on_source(synced)
-    result.assessed = reassess(state)
+    if shutdown.requested():  # what was stored is committed; the next pass resumes from each bookmark
+        result.stopped = True
+        return result
+    try:
+        result.assessed = reassess(state)
+    except LeaseBusy as exc:
+        result.assess_skipped = busy_step("re-assessment", exc)
     # recorded before the write-back, whose plan then tells the tickets concerned that their gaps count again
     result.expired = len(expire_due())
     if write_back_after if write_back_after is not None else state.config["sync"]["write_back_after_sync"]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,9 +14,11 @@ import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, parse_utc
 
-from ..db.bulk import column_encoder, insert_sql, json_text
+from ..db.bulk import cheap_compression, column_encoder, copy_rows, insert_sql, json_text, one_of
 from ..extensions import db
 from ..models import Incident
+
+log = logging.getLogger("gapbridge.store")
 
 # Not part of what an incident *is*: they change when GapBridge itself writes back.
 _VOLATILE = frozenset({"updated_at", "enrichment_fingerprint"})
@@ -31,6 +34,7 @@ def content_hash(incident: Mapping[str, Any]) -> str:
 _PREPARED_COLUMNS = [*FIELDS, "raw", "content_hash", "first_seen_at", "last_synced_at"]
 _STORE_COLUMNS = ["revision", "assessed_ruleset", "assessed_revision", "last_assessed_on"]
 _ASSESSMENT_COLUMNS = ("assessed_ruleset", "assessed_revision", "last_assessed_on")
+_MASK_COLUMNS = ("control_outcomes", "subprocess_outcomes")
 _INCIDENT_UPDATE = [c for c in [*_PREPARED_COLUMNS, *_STORE_COLUMNS]
                     if c not in ("source", "external_id", "first_seen_at", *_ASSESSMENT_COLUMNS)]
 
@@ -74,13 +78,30 @@ class Upserted:
     new: list[str]  # external ids stored for the first time
 
 
-def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ruleset_hash: str | None = None) -> Upserted:
+Masks = tuple[int, int]  # an incident's control_outcomes and subprocess_outcomes
+
+
+def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ruleset_hash: str | None = None,
+                     masks: Sequence[Masks] | None = None) -> Upserted:
     """Insert or update the incidents of ``source``; bump ``revision`` only when the content changed.
 
     With ``ruleset_hash``, incidents that are stale under it (new, changed, or assessed
     under other mappings) are marked assessed in the same write, and their external ids
     returned: the caller assesses them in this transaction. Marking them here spares a
     second write of every (wide) row.
+
+    ``masks``, one per incident (in order), are their outcome masks under ``ruleset_hash``
+    from their own outcomes (``assess.outcome_masks``). They are written with the incidents
+    stored for the first time (``Upserted.new``), which have no findings yet, so these are
+    their masks in full; the caller's assessment then leaves those rows alone. Other incidents
+    keep their stored masks here.
+
+    On PostgreSQL the new incidents go in by COPY, the others by INSERT ... ON CONFLICT: the
+    server's cost of an incident (a wide row, JSON parsed, the raw record compressed, eight
+    indexes) is mostly per row, and COPY spares the per-row statement and the conflict check.
+    A new incident found stored after all (a duplicate in the page; another writer, though the
+    sync lease allows none) fails the COPY, which is undone to a savepoint, and the whole page
+    is then written by INSERT ... ON CONFLICT in page order, as on SQLite.
     """
     if not incidents:
         return Upserted(0, [], [])
@@ -88,10 +109,15 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
     t = table.c
     prior = {r.external_id: r for r in db.session.execute(
         sa.select(t.external_id, t.content_hash, t.revision, t.assessed_ruleset, t.assessed_revision).where(
-            t.source == source, t.external_id.in_(sa.bindparam("ids", expanding=True))), {"ids": incidents.external_ids})}
-    assessed_on = column_encoder(table, "last_assessed_on", db.engine.dialect.name)(now)
-    changed, stale, new, params = 0, [], [], []
-    for external_id, content, prepared in zip(incidents.external_ids, incidents.content_hashes, incidents.params, strict=True):
+            t.source == source, one_of(t.external_id)), {"ids": incidents.external_ids})}
+    dialect = db.engine.dialect.name
+    assessed_on = column_encoder(table, "last_assessed_on", dialect)(now)
+    with_masks = masks if ruleset_hash else None
+    changed, stale, new = 0, [], []
+    rows: list[tuple[Any, ...]] = []  # all, in page order
+    fresh: list[bool] = []  # whether each row is of an incident stored for the first time
+    for n, (external_id, content, prepared) in enumerate(
+            zip(incidents.external_ids, incidents.content_hashes, incidents.params, strict=True)):
         before = prior.get(external_id)
         if before is None:
             changed += 1
@@ -102,15 +128,47 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
             revision = before.revision + 1  # one writer per source: the sync lease
         else:
             revision = before.revision
+        mask: tuple[Any, Any] = with_masks[n] if with_masks is not None and before is None else (None, None)
         if ruleset_hash and (before is None or (before.assessed_ruleset, before.assessed_revision) != (ruleset_hash, revision)):
-            params.append((*prepared, revision, ruleset_hash, revision, assessed_on))
+            rows.append((*prepared, revision, ruleset_hash, revision, assessed_on, *mask))
             stale.append(external_id)
         else:  # NULL keeps what is stored (COALESCE below)
-            params.append((*prepared, revision, None, None, None))
-    sql = insert_sql(table, [*_PREPARED_COLUMNS, *_STORE_COLUMNS], ["source", "external_id"], _INCIDENT_UPDATE,
-                      {c: f"COALESCE(excluded.{c}, {{table}}.{c})" for c in _ASSESSMENT_COLUMNS})
-    db.session.connection().exec_driver_sql(sql, params)
+            rows.append((*prepared, revision, None, None, None, *mask))
+        fresh.append(before is None)
+    cheap_compression()
+    if dialect == "postgresql" and any(fresh):
+        if _copy_new(table, [r for r, f in zip(rows, fresh, strict=True) if f]):
+            rows = [r for r, f in zip(rows, fresh, strict=True) if not f]
+    if rows:
+        db.session.connection().exec_driver_sql(_upsert_sql(table), rows)
     return Upserted(changed, stale, new)
+
+
+_ROW_COLUMNS = [*_PREPARED_COLUMNS, *_STORE_COLUMNS, *_MASK_COLUMNS]
+
+
+def _upsert_sql(table: sa.Table) -> str:
+    return insert_sql(table, _ROW_COLUMNS, ["source", "external_id"], _INCIDENT_UPDATE,
+                      {c: f"COALESCE(excluded.{c}, {{table}}.{c})" for c in (*_ASSESSMENT_COLUMNS, *_MASK_COLUMNS)})
+
+
+def _copy_new(table: sa.Table, rows: list[tuple[Any, ...]]) -> bool:
+    """COPY (binary) the rows of incidents not stored before; False, and nothing written, if that failed.
+
+    It fails when one of them was stored after all (``UniqueViolation``), or when a value is
+    not of its column's type (TypeError: a connector that gives a number for a text field, which
+    INSERT lets the server cast). The caller then writes them by INSERT ... ON CONFLICT, which
+    raises again whatever error is not one of these.
+    """
+    import psycopg  # PostgreSQL only
+
+    try:
+        with db.session.begin_nested():
+            copy_rows(table, _ROW_COLUMNS, rows, binary=True)
+    except (psycopg.Error, TypeError, ValueError) as exc:
+        log.debug("COPY of %d new incidents failed (%s): written by INSERT instead", len(rows), exc)
+        return False
+    return True
 
 
 def canonical_from_row(row: Any) -> dict[str, Any]:

@@ -25,14 +25,14 @@ from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
 
-from ..db.bulk import bulk_write, heap_frozen
+from ..db.bulk import bulk_write, heap_frozen, one_of
 from ..db.leases import acquire_lease, lease_holder, release_lease, worker_id
 from ..errors import GapBridgeError
 from ..extensions import db
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
-from . import audit
-from .assess import AssessSummary, Outcome, applicable_outcomes, store_outcomes
+from . import audit, shutdown
+from .assess import AssessSummary, Outcome, applicable_outcomes, outcome_masks, store_outcomes
 from .store import EncodedIncidents, encode_incidents, refresh_planner_statistics, upsert_incidents
 
 log = logging.getLogger("gapbridge.sync")
@@ -47,6 +47,10 @@ class SyncBusyError(GapBridgeError):
 
 class SyncLeaseLostError(SyncBusyError):
     """The lease expired while this sync ran, and another sync took it over (and marked this run abandoned)."""
+
+
+class SyncStopped(Exception):
+    """A stop was asked for (``shutdown.request``): raised between pages, so the run ends after the last page it stored."""
 
 
 @dataclass
@@ -112,7 +116,12 @@ def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
     thread.start()
     try:
         while True:
-            item = buffer.get()
+            try:
+                item = buffer.get(timeout=0.25)
+            except queue.Empty:  # a page slow to come: a stop asked for meanwhile need not wait for it
+                if shutdown.requested():
+                    raise SyncStopped from None
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -135,6 +144,7 @@ class PreparedPage:
     prepared_at: datetime
     outcomes: dict[str, list[Outcome]] | None = None  # by external id, with a ruleset
     outcomes_ruleset: str | None = None
+    masks: list[tuple[int, int]] | None = None  # of each incident, in order, from its outcomes (``outcome_masks``)
 
 
 def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dialect: str) -> PreparedPage:
@@ -163,6 +173,7 @@ def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dial
     if ruleset is not None:
         prepared.outcomes = {i["external_id"]: applicable_outcomes(ruleset, i, now) for i in incidents}
         prepared.outcomes_ruleset = ruleset.hash
+        prepared.masks = [outcome_masks(ruleset, prepared.outcomes[i["external_id"]]) for i in incidents]
     return prepared
 
 
@@ -246,7 +257,7 @@ def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ru
 
 
 def _receive(fd: int, worker: Any, name: str) -> Any:
-    header = _read(fd, _FRAME.size, worker)
+    header = _read(fd, _FRAME.size, worker, stop=shutdown.requested)
     if header is not None:
         body = _read(fd, _FRAME.unpack(header)[0], worker)
         if body is not None:
@@ -256,11 +267,12 @@ def _receive(fd: int, worker: Any, name: str) -> Any:
     raise FetchWorkerError(f"the fetch worker of {name!r} exited with status {worker.exitcode}{during} before the sync finished")
 
 
-def _read(fd: int, size: int, worker: Any) -> bytearray | None:
+def _read(fd: int, size: int, worker: Any, stop: Callable[[], bool] | None = None) -> bytearray | None:
     """``size`` bytes from the worker's pipe (non-blocking), or None if the worker ended before they all came.
 
     The end of file ends it; so does the worker being dead with nothing left to read, in case
     some other process (forked from this one by other code) holds a copy of the writing end.
+    ``stop()`` true while nothing has come yet raises SyncStopped (a frame is never cut in two).
     """
     buffer = bytearray(size)
     view = memoryview(buffer)
@@ -271,6 +283,8 @@ def _read(fd: int, size: int, worker: Any) -> bytearray | None:
         except BlockingIOError:
             if dead:
                 return None
+            if got == 0 and stop is not None and stop():
+                raise SyncStopped from None
             if not worker.is_alive():
                 dead = True  # read once more: all it wrote before exiting is in the pipe
             else:
@@ -302,7 +316,10 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
                  read_fd: int, write_fd: int, depth: int, parent: int) -> None:
     os.close(read_fd)  # the parent holds the only reading end: when it dies or closes it, our writes fail
     _exit_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    # Ctrl-C and SIGTERM (sent to the whole group by a terminal, systemd, docker) are the parent's to handle:
+    # it finishes the page it stores, then stops us; dying here would fail its sync instead
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     ahead: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth - 1))  # plus the one being written: depth pages ahead
     broken = threading.Event()
 
@@ -438,6 +455,13 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
                     analyze_at = 2 * summary.stored
                 if progress:
                     progress(summary, page.total)
+                if shutdown.requested():  # this page and its bookmark are committed: the next run resumes after it
+                    raise SyncStopped
+    except SyncStopped:
+        db.session.rollback()
+        log.info("sync of %r stopped as asked after %d pages; the next run resumes from the last bookmark", source, summary.pages)
+        _finish(run, summary, "stopped", None)
+        return summary
     except BaseException as exc:
         # KeyboardInterrupt included: record the run as failed, the bookmark stays at the last page
         db.session.rollback()
@@ -452,13 +476,14 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
 
 def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSummary, ruleset: Ruleset | None) -> None:
     now = page.prepared_at
-    upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None)
+    masks = page.masks if ruleset is not None and page.outcomes_ruleset == ruleset.hash else None
+    upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None, masks)
     if ruleset is not None and upserted.stale:
         _assess_arrivals(ruleset, source, page, upserted.stale, upserted.new, now, summary)
     if page.incidents:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
-            table.c.source == source, table.c.external_id.in_(sa.bindparam("ids", expanding=True))), {"ids": page.incidents.external_ids})
+            table.c.source == source, one_of(table.c.external_id)), {"ids": page.incidents.external_ids})
     bad = [{**b, "source": source, "sync_run_id": run.id, "rejected_at": now} for b in page.rejected]
     bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
                conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
@@ -504,12 +529,13 @@ def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: l
         raise RuntimeError(f"page prepared under ruleset {page.outcomes_ruleset}, stored under {ruleset.hash}")
     t = Incident.__table__.c
     stored = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
-                                .where(t.source == source, t.external_id.in_(sa.bindparam("ids", expanding=True))),
+                                .where(t.source == source, one_of(t.external_id)),
                                 {"ids": stale}).all()
     result = AssessSummary(ruleset.hash)
     new = set(new_ids)
+    first = {r.id for r in stored if r.external_id in new}
     store_outcomes(ruleset, [(r, page.outcomes[r.external_id]) for r in stored], now, result, mark_assessed=False,
-                   without_findings={r.id for r in stored if r.external_id in new})
+                   without_findings=first, masks_written=first if page.masks is not None else ())
     summary.assessed += result.assessed
     summary.opened += result.opened
     summary.closed += result.closed

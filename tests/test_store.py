@@ -1,0 +1,168 @@
+"""Storing incidents: the COPY of new incidents (PostgreSQL) stores what INSERT ... ON CONFLICT stores, on both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from plugin.extensions import db
+from plugin.models import Finding, Incident, utcnow
+from plugin.services import store
+from plugin.services.assess import refresh_outcome_masks
+from plugin.services.store import encode_incidents, upsert_incidents
+from plugin.services.sync import sync_source
+from plugin.state import gapbridge
+
+from .conftest import NOW, create_incident
+from .fakes import FakeConnector, FakeTicketing
+
+RULESET = "r" * 16
+
+
+def tricky(source: str, n: int, **overrides: Any) -> dict[str, Any]:
+    """An incident whose values test the encodings: quotes, backslashes, tabs, newlines, non-ASCII, NULLs, nested times."""
+    text = 'a "quoted" \\ backslash\ttab\nnewline \\N é ü 中文 \U0001F512'
+    inc = create_incident(
+        source=source, external_id=f"{n:032x}", number=f"INC{n:07d}", title=f"{text} {n}", description=None if n % 2 else text,
+        assignee=None, major_incident=n % 3 == 0, opened_at=NOW - timedelta(days=n, microseconds=n),
+        resolved_at=None if n % 2 else NOW, related_refs=[text, "PRB0001"], weakness_refs=[],
+        raw={"sys_id": f"{n:032x}", "text": text, "nested": {"list": [1, 2.5, None, True, text]}, "empty": {}},
+    )
+    inc["timeline"] = [{"at": NOW - timedelta(hours=n), "author": "Ana", "kind": "work_note", "text": text}]
+    inc.update(overrides)
+    return inc
+
+
+def stored(source: str) -> list[dict[str, Any]]:
+    """The rows of ``source`` as the database returns them, but for the row id, the source and the hash (over the source)."""
+    table = Incident.__table__
+    columns = [c for c in table.c if c.name not in ("id", "source", "content_hash")]
+    rows = db.session.execute(sa.select(*columns).where(table.c.source == source).order_by(table.c.external_id))
+    return [dict(r._mapping) for r in rows]
+
+
+def upsert_page(source: str, incidents: list[dict[str, Any]], now: Any, masks: bool = True) -> store.Upserted:
+    encoded = encode_incidents(incidents, now, db.engine.dialect.name)
+    return upsert_incidents(source, encoded, now, RULESET, [(7 * n, n) for n in range(len(incidents))] if masks else None)
+
+
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each COPY of new incidents came to (PostgreSQL only: SQLite inserts them)."""
+    results: list[bool] = []
+    real = store._copy_new
+
+    def spy(table: Any, rows: Any) -> bool:
+        results.append(real(table, rows))
+        return results[-1]
+    monkeypatch.setattr(store, "_copy_new", spy)
+    return results
+
+
+def on_postgres() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def insert_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Write every incident by INSERT ... ON CONFLICT (what SQLite does, and PostgreSQL when a COPY fails)."""
+    monkeypatch.setattr(store, "_copy_new", lambda table, rows: False)
+
+
+def test_new_incidents_are_stored_the_same_by_copy_and_by_insert(app, monkeypatch) -> None:
+    now = utcnow()
+    with app.app_context():
+        with monkeypatch.context() as m:
+            done = copies(m)
+            upsert_page("copy", [tricky("copy", n) for n in range(12)], now)
+        assert done == ([True] if on_postgres() else [])
+        with monkeypatch.context() as m:
+            insert_only(m)
+            upsert_page("insert", [tricky("insert", n) for n in range(12)], now)
+        db.session.commit()
+        copied, inserted = stored("copy"), stored("insert")
+        assert len(copied) == 12 and copied == inserted
+        first = copied[0]
+        assert first["title"].startswith('a "quoted" \\ backslash\ttab\nnewline \\N é') and first["raw"]["nested"]["list"][4] == first["title"][:-2]
+        assert first["raw"]["empty"] == {} and first["weakness_refs"] == [] and first["related_refs"][1] == "PRB0001"
+        assert (first["revision"], first["assessed_ruleset"], first["assessed_revision"]) == (1, RULESET, 1)
+        assert [(r["control_outcomes"], r["subprocess_outcomes"]) for r in copied] == [(7 * n, n) for n in range(12)]
+
+
+def test_a_page_of_new_changed_and_unchanged_incidents(app) -> None:
+    """New ones are copied, the others updated: revision bumped only on a change, first_seen_at and masks kept."""
+    t1 = utcnow()
+    with app.app_context():
+        upsert_page("s", [tricky("s", n) for n in range(6)], t1)
+        db.session.execute(sa.update(Incident).where(Incident.external_id == f"{1:032x}").values(control_outcomes=99))
+        db.session.commit()
+        t2 = t1 + timedelta(minutes=5)
+        page = [tricky("s", n, title="changed" if n == 2 else tricky("s", n)["title"]) for n in range(6)] + [tricky("s", 6)]
+        up = upsert_page("s", page, t2, masks=False)
+        db.session.commit()
+        assert up.new == [f"{6:032x}"] and up.changed == 2 and up.stale == [f"{2:032x}", f"{6:032x}"]
+        rows = {r["external_id"]: r for r in stored("s")}
+        assert len(rows) == 7
+        for n in range(6):
+            r = rows[f"{n:032x}"]
+            assert r["first_seen_at"] == t1 and r["last_synced_at"] == t2
+            assert r["revision"] == (2 if n == 2 else 1) and r["assessed_revision"] == r["revision"]
+            assert r["last_assessed_on"] == (t2 if n == 2 else t1)
+        assert rows[f"{2:032x}"]["title"] == "changed"
+        assert rows[f"{1:032x}"]["control_outcomes"] == 99  # not the new page's business: the assessment writes them
+        assert rows[f"{3:032x}"]["control_outcomes"] == 21
+        assert rows[f"{6:032x}"]["first_seen_at"] == t2 and rows[f"{6:032x}"]["control_outcomes"] is None
+
+
+def test_an_incident_twice_in_a_page_is_stored_once_with_its_last_content(app, monkeypatch) -> None:
+    """The COPY fails on the unique key; undone to its savepoint, the page goes in by INSERT ... ON CONFLICT, in order."""
+    now = utcnow()
+    with app.app_context():
+        with monkeypatch.context() as m:
+            done = copies(m)
+            upsert_page("dup", [tricky("dup", 1), tricky("dup", 2), tricky("dup", 1, title="second")], now)
+        assert done == ([False] if on_postgres() else [])
+        with monkeypatch.context() as m:
+            insert_only(m)
+            upsert_page("ref", [tricky("ref", 1), tricky("ref", 2), tricky("ref", 1, title="second")], now)
+        db.session.commit()
+        assert [r["title"] for r in stored("dup")] == ["second", tricky("dup", 2)["title"]]
+        assert stored("dup") == stored("ref")
+
+
+def test_a_value_not_of_its_columns_type_is_cast_as_insert_casts_it(app, monkeypatch) -> None:
+    """A number where a text is expected: binary COPY cannot send it, INSERT lets the server cast it."""
+    now = utcnow()
+    with app.app_context():
+        with monkeypatch.context() as m:
+            done = copies(m)
+            upsert_page("num", [tricky("num", 1, number=10023, category=7)], now)
+        assert done == ([False] if on_postgres() else [])
+        with monkeypatch.context() as m:
+            insert_only(m)
+            upsert_page("numref", [tricky("numref", 1, number=10023, category=7)], now)
+        db.session.commit()
+        (row,) = stored("num")
+        assert (row["number"], row["category"]) == ("10023", "7")
+        assert stored("num") == stored("numref")
+
+
+def test_the_masks_a_sync_writes_with_new_incidents_are_those_of_their_findings(app) -> None:
+    tool = FakeTicketing(30)
+    for n, sid in enumerate(tool.tickets):
+        tool.tickets[sid]["canonical"] = {"severity": ["critical", "high", "medium", "low"][n % 4],
+                                          "state": ["closed", "in_progress", "new"][n % 3], "major_incident": n % 5 == 0}
+    with app.app_context():
+        ruleset = gapbridge(app).ruleset
+        summary = sync_source(FakeConnector(tool), ruleset=ruleset)
+        assert summary.assessed == 30
+        t = Incident.__table__.c
+        written = db.session.execute(sa.select(t.id, t.control_outcomes, t.subprocess_outcomes).order_by(t.id)).all()
+        assert len(written) == 30 and all(c is not None for _, c, _ in written) and len({c for _, c, _ in written}) > 1
+        findings = db.session.scalar(sa.select(sa.func.count()).select_from(Finding))
+        assert findings and findings > 30
+        refresh_outcome_masks(ruleset, [i for i, _, _ in written])  # what the database computes from the findings
+        assert db.session.execute(sa.select(t.id, t.control_outcomes, t.subprocess_outcomes).order_by(t.id)).all() == written
+        db.session.rollback()
+
