@@ -34,6 +34,7 @@ from plugin.services.sync import sync_source
 from plugin.state import gapbridge
 
 from .conftest import REPO
+from .gapbridge_procs import processes_with_env
 
 pytestmark = pytest.mark.slow
 
@@ -153,20 +154,6 @@ def test_outbox_waits_out_an_itsm_outage_and_delivers_each_note_once(app_factory
         assert all(len(j) <= 1 for j in journals)
 
 
-def _processes_with_env(entry: str) -> set[int]:
-    """Live (not zombie) processes of this user whose environment holds ``entry``."""
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                found.add(int(pid))
-        except OSError:  # gone meanwhile, or not ours
-            continue
-    return found
-
-
 def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _migrated: str, tmp_path: Path) -> None:
     size = 240
     app = app_factory()
@@ -197,7 +184,7 @@ def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _
                     if stored >= 60:
                         break
                     time.sleep(0.05)
-                running = _processes_with_env(f"GAPBRIDGE_CONFIG={config}")
+                running = processes_with_env(f"GAPBRIDGE_CONFIG={config}")
                 proc.send_signal(signal.SIGKILL)
         finally:
             proc.wait(30)
@@ -213,9 +200,9 @@ def test_sync_killed_at_any_moment_resumes_from_the_bookmark(app_factory: Any, _
         # a first sync fetches in a worker process (sync.worker_process: auto); orphaned, it stops too
         assert len(running) == 2 and proc.pid in running
         deadline = time.monotonic() + 15
-        while _processes_with_env(f"GAPBRIDGE_CONFIG={config}") and time.monotonic() < deadline:
+        while processes_with_env(f"GAPBRIDGE_CONFIG={config}") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _processes_with_env(f"GAPBRIDGE_CONFIG={config}") == set(), "the worker outlived the killed sync"
+        assert processes_with_env(f"GAPBRIDGE_CONFIG={config}") == set(), "the worker outlived the killed sync"
 
         itsm.delay = 0
         itsm.reset_stats()

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from click.testing import CliRunner
 
 from demo_itsm import DemoITSM
@@ -31,7 +30,7 @@ from plugin.services import scheduler as scheduler_module
 from plugin.services.scheduler import FAILED, SKIPPED, STOPPED, SUCCEEDED, Job, JobResult, Scheduler
 from plugin.state import gapbridge
 
-from .conftest import REPO
+from .gapbridge_procs import env_for, write_config
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 WITHIN = 30.0  # seconds for a subprocess to reach a state; generous for a loaded CI machine
@@ -207,28 +206,6 @@ def test_a_job_held_by_an_instance_elsewhere_is_taken_over_once_its_lease_runs_o
     assert "the run of other-host:4242 never finished (killed or crashed): taken over" in caplog.text
 
 
-def _demo_yaml(tmp_path: Path, database_url: str, itsm: DemoITSM, **overrides: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "database_url": database_url,
-        "instance_path": str(tmp_path / "instance"),
-        "connectors": {"demo": {
-            "type": "servicenow", "instance_url": itsm.url, "auth": {"method": "basic", "username": "admin", "password": "admin"},
-            "page_size": 10, "is_security": {"field": "u_security_incident"},
-            "write_back": {"fingerprint_field": "u_gapbridge_fingerprint", "work_note": True},
-        }},
-    }
-    for key, value in overrides.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def gapbridge_env(config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GAPBRIDGE_DATABASE_URL")}
-    return {**env, "GAPBRIDGE_CONFIG": str(config), "PYTHONPATH": str(REPO)}
-
-
 GAPBRIDGE = [str(Path(sys.executable).parent / "gapbridge")]
 
 
@@ -239,8 +216,8 @@ def test_a_worker_killed_mid_sync_is_taken_over_by_another_instance_and_nothing_
     app = app_factory()
     with DemoITSM(tmp_path / "itsm.sqlite", size=size) as itsm:
         itsm.delay = 0.15  # slow pages (3 s to go after the first 40 incidents): the kill lands mid-sync
-        config = _demo_yaml(tmp_path, _migrated, itsm, schedule={"tick_seconds": 1}, sync={"worker_process": "never"})
-        proc = subprocess.Popen([*GAPBRIDGE, "worker"], env=gapbridge_env(config), cwd=tmp_path,
+        config = write_config(tmp_path, _migrated, itsm, schedule={"tick_seconds": 1}, sync={"worker_process": "never"})
+        proc = subprocess.Popen([*GAPBRIDGE, "worker"], env=env_for(config), cwd=tmp_path,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             def stored() -> int:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from demo_itsm import DemoITSM
 from plugin.extensions import db
@@ -22,6 +21,7 @@ from plugin.services import shutdown
 from plugin.services.sync import worker_process_available
 
 from .conftest import REPO
+from .gapbridge_procs import env_for, processes_with_env, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -38,42 +38,6 @@ def wait_until(condition: Any, timeout: float = WITHIN) -> bool:
             return True
         time.sleep(0.05)
     return bool(condition())
-
-
-def write_config(tmp_path: Path, database_url: str, itsm: DemoITSM, **overrides: Any) -> Path:
-    cfg: dict[str, Any] = {
-        "database_url": database_url,
-        "instance_path": str(tmp_path / "instance"),
-        "connectors": {"demo": {
-            "type": "servicenow", "instance_url": itsm.url, "auth": {"method": "basic", "username": "admin", "password": "admin"},
-            "page_size": 10, "is_security": {"field": "u_security_incident"},
-            "write_back": {"fingerprint_field": "u_gapbridge_fingerprint", "work_note": True},
-        }},
-    }
-    for key, value in overrides.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def env_for(config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "GAPBRIDGE_DATABASE_URL")}
-    return {**env, "GAPBRIDGE_CONFIG": str(config), "PYTHONPATH": str(REPO)}
-
-
-def processes_with_env(entry: str) -> set[int]:
-    """Live (not zombie) processes whose environment holds ``entry``: the command and any fetch worker it forked."""
-    found = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
-            if entry.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                found.add(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 class Command:
