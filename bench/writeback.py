@@ -16,37 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo_server import free_port, wait_up  # noqa: E402  (bench/ is the script's own folder on sys.path)
+
 # about a third of the demo incidents have something to report: seed a margin
 SEED_MARGIN = 3.2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{url}/api/now/table/incident?sysparm_limit=1", auth=("admin", "admin"), timeout=2)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"demo ITSM did not start on {url}")
 
 
 def main() -> None:
