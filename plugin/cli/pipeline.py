@@ -48,12 +48,18 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
         for ext, reason in s.rejections[:10]:
             click.echo(f"  rejected {ext}: {reason}", err=True)
 
+    from .progress import writeback_progress
+
     with app.app_context():
+        show, line = writeback_progress()
         try:
             result = pipeline.run_pass(gapbridge(app), sources, full=full, write_back_after=write_back,
-                                       progress_for=None if quiet else _progress, on_source=said)
+                                       progress_for=None if quiet else _progress, on_source=said,
+                                       writeback_progress=None if quiet else show)
         except ConfigError as exc:  # no connector, or an unknown one: the operator's to fix
             fail(str(exc))
+        finally:
+            line.end()
         if result.stopped:
             click.echo(f"gapbridge: {STOPPED}", err=True)
             return 0 if result.ok else 1
@@ -107,6 +113,8 @@ def run_writeback(app: Flask, sources: list[str] | None = None, *, retry_failed:
         finally:
             line.end()
         if not quiet:
+            if result.plan_skipped:
+                click.echo(result.plan_skipped, err=True)
             _say_writeback(result)
         return 0 if result.ok else 1
 
@@ -194,8 +202,17 @@ def serve(obj: Context, host: str, port: int, no_schedule: bool) -> None:
         scheduler = Scheduler(app)
         click.echo(f"Schedule in this process: {describe(list(scheduler.jobs.values()))} "
                    "(--no-schedule or schedule.enabled: false to switch it off)", err=True)
-    with shutdown.on_signals(_say_signal, SERVE_STOPPING):
-        _serve(app, host, port, scheduler)
+    from ..metrics import start_metrics_server
+
+    metrics_listener = start_metrics_server(app)
+    if metrics_listener is not None:
+        click.echo(f"Metrics on {metrics_listener.url} (metrics.bind)", err=True)
+    try:
+        with shutdown.on_signals(_say_signal, SERVE_STOPPING):
+            _serve(app, host, port, scheduler)
+    finally:
+        if metrics_listener is not None:
+            metrics_listener.close()
 
 
 SERVE_STOPPING = "stopping: no new requests, and the scheduled job under way stops at its next page or note"

@@ -18,6 +18,7 @@ def worker(obj: Context, once: bool) -> None:
     Start as many as you like on as many machines: each job runs once across every worker (and every
     `gapbridge serve`) sharing the database.
     """
+    from ..metrics import start_metrics_server
     from ..services import shutdown
     from ..services.scheduler import Scheduler, describe
     from ..state import gapbridge
@@ -30,10 +31,18 @@ def worker(obj: Context, once: bool) -> None:
     say = lambda text: click.echo(f"gapbridge worker: {text}", err=True)  # noqa: E731
     if not once:
         say(f"{scheduler.holder}: {describe(list(scheduler.jobs.values()))} (SIGTERM or Ctrl-C stops)")
-    with shutdown.on_signals(say, STOPPING):
-        if once:
-            for run in scheduler.tick():
-                click.echo(f"{run.name}: {run.outcome}: {run.summary}" + (f" ({run.error})" if run.error else ""), err=True)
-        else:
-            scheduler.run()
-            say("stopped; the next run of each job resumes where this one ended")
+    # a worker serves no web app: the metrics address is how Prometheus sees its write-back and sync timings
+    metrics_listener = None if once else start_metrics_server(app)
+    if metrics_listener is not None:
+        say(f"metrics on {metrics_listener.url}")
+    try:
+        with shutdown.on_signals(say, STOPPING):
+            if once:
+                for run in scheduler.tick():
+                    click.echo(f"{run.name}: {run.outcome}: {run.summary}" + (f" ({run.error})" if run.error else ""), err=True)
+            else:
+                scheduler.run()
+                say("stopped; the next run of each job resumes where this one ended")
+    finally:
+        if metrics_listener is not None:
+            metrics_listener.close()

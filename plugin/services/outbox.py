@@ -45,6 +45,7 @@ from connectors.base import (
 
 from ..db.leases import dead_local_holder, worker_id
 from ..extensions import db
+from ..logs import log_context
 from ..models import Incident, OutboxBackoff, OutboxItem, utcnow
 from . import audit, shutdown
 
@@ -601,6 +602,10 @@ class _Drain:
 
     def record(self, lane: _Lane, outcome: _Outcome) -> None:
         """Settle one write's outcome in the session (committed with the next batch)."""
+        with log_context(source=lane.name, incident=outcome.task.external_id):
+            self._record(lane, outcome)
+
+    def _record(self, lane: _Lane, outcome: _Outcome) -> None:
         task, exc = outcome.task, outcome.error
         s = self.summary
         ot = OutboxItem.__table__

@@ -147,7 +147,8 @@ def write_back(state: GapBridge, sources: Sequence[str] | None = None, *, retry_
 
 def run_pass(state: GapBridge, sources: Sequence[str] | None = None, *, full: bool = False, write_back_after: bool | None = None,
              progress_for: Callable[[str], Progress | None] | None = None,
-             on_source: Callable[[SourceSync], None] | None = None) -> PassResult:
+             on_source: Callable[[SourceSync], None] | None = None,
+             writeback_progress: Callable[[int, int], None] | None = None) -> PassResult:
     """Sync each source, re-assess, record expired acceptances, then (by default as configured) write back."""
     names = source_names(state, sources)
     result = PassResult()
@@ -168,5 +169,5 @@ def run_pass(state: GapBridge, sources: Sequence[str] | None = None, *, full: bo
     # recorded before the write-back, whose plan then tells the tickets concerned that their gaps count again
     result.expired = len(expire_due())
     if write_back_after if write_back_after is not None else state.config["sync"]["write_back_after_sync"]:
-        result.writeback = write_back(state, names)
+        result.writeback = write_back(state, names, progress=writeback_progress)
     return result

@@ -14,6 +14,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,10 +26,12 @@ from sqlalchemy.engine import CursorResult
 
 from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
 
+from .. import metrics
 from ..db.bulk import bulk_write, heap_frozen, one_of
 from ..db.leases import acquire_lease, lease_holder, release_lease, worker_id
 from ..errors import GapBridgeError
 from ..extensions import db
+from ..logs import log_context
 from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
 from . import audit, shutdown
@@ -388,8 +391,9 @@ def sync_source(connector: Connector, *, full: bool = False, lease_seconds: int 
         who = f" by {holder.holder} until {holder.expires_at:%Y-%m-%d %H:%M:%S} UTC" if holder else ""
         raise SyncBusyError(f"a sync of {source!r} is already running{who}")
     try:
-        _abandon_runs(source, me, previous)
-        return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset, worker_process)
+        with log_context(source=source):
+            _abandon_runs(source, me, previous)
+            return _run(connector, source, me, full, lease, lease_seconds, progress, ruleset, worker_process)
     finally:
         release_lease(lease, me)
 
@@ -437,41 +441,43 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
     db.session.commit()
     summary = SyncSummary(source, run.id, "running")
     _RUNS_HERE.add(run.id)
-    try:
-        dialect = db.engine.dialect.name
-        pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
-                 else prepared_pages(connector, bookmark, ruleset, dialect))
-        analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
-        with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
-            for page in pages:
-                # renew while we make progress; a lease taken over (ours expired) means our run was marked
-                # abandoned and another sync stores this source now: store nothing more
-                if not acquire_lease(lease, me, lease_seconds):
-                    raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
-                _store_page(source, run, page, summary, ruleset)
-                if summary.stored >= analyze_at:
-                    refresh_planner_statistics()
-                    db.session.commit()
-                    analyze_at = 2 * summary.stored
-                if progress:
-                    progress(summary, page.total)
-                if shutdown.requested():  # this page and its bookmark are committed: the next run resumes after it
-                    raise SyncStopped
-    except SyncStopped:
-        db.session.rollback()
-        log.info("sync of %r stopped as asked after %d pages; the next run resumes from the last bookmark", source, summary.pages)
-        _finish(run, summary, "stopped", None)
-        return summary
-    except BaseException as exc:
-        # KeyboardInterrupt included: record the run as failed, the bookmark stays at the last page
-        db.session.rollback()
-        _finish(run, summary, "failed", error_text(exc))
-        raise
-    else:
-        _finish(run, summary, "succeeded", None)
-        return summary
-    finally:
-        _RUNS_HERE.discard(run.id)
+    started = time.monotonic()
+    with log_context(run_id=run.id):
+        try:
+            dialect = db.engine.dialect.name
+            pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
+                     else prepared_pages(connector, bookmark, ruleset, dialect))
+            analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
+            with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
+                for page in pages:
+                    # renew while we make progress; a lease taken over (ours expired) means our run was marked
+                    # abandoned and another sync stores this source now: store nothing more
+                    if not acquire_lease(lease, me, lease_seconds):
+                        raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
+                    _store_page(source, run, page, summary, ruleset)
+                    if summary.stored >= analyze_at:
+                        refresh_planner_statistics()
+                        db.session.commit()
+                        analyze_at = 2 * summary.stored
+                    if progress:
+                        progress(summary, page.total)
+                    if shutdown.requested():  # this page and its bookmark are committed: the next run resumes after it
+                        raise SyncStopped
+        except SyncStopped:
+            db.session.rollback()
+            log.info("sync of %r stopped as asked after %d pages; the next run resumes from the last bookmark", source, summary.pages)
+            _finish(run, summary, "stopped", None, started)
+            return summary
+        except BaseException as exc:
+            # KeyboardInterrupt included: record the run as failed, the bookmark stays at the last page
+            db.session.rollback()
+            _finish(run, summary, "failed", error_text(exc), started)
+            raise
+        else:
+            _finish(run, summary, "succeeded", None, started)
+            return summary
+        finally:
+            _RUNS_HERE.discard(run.id)
 
 
 def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSummary, ruleset: Ruleset | None) -> None:
@@ -507,7 +513,7 @@ def _holder_name(lease: str) -> str:
     return holder.holder if holder else "another sync"
 
 
-def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) -> None:
+def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None, started: float) -> None:
     summary.status, summary.error = status, error
     # a run marked abandoned (its lease taken over) keeps that status and the taker's closing event
     finished = cast(CursorResult[Any], db.session.execute(sa.update(SyncRun).where(
@@ -515,11 +521,13 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None) 
     if finished.rowcount == 0:
         summary.status = "abandoned"
         db.session.commit()
+        metrics.observe_sync(summary.source, summary.status, time.monotonic() - started)
         return
     audit.record(f"sync.{status}", "sync_run", summary.run_id, source=summary.source, pages=summary.pages,
                  fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
                  rejected=summary.rejected, error=error)
     db.session.commit()
+    metrics.observe_sync(summary.source, status, time.monotonic() - started)
 
 
 def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: list[str], new_ids: list[str], now: Any,
