@@ -77,6 +77,11 @@ def create_app(test_config: Mapping[str, Any] | None = None, config_path: str | 
         from .web.api import errors
 
         errors.init_app(app)
+    dashboard = config.get("dashboard") or {}
+    if dashboard.get("enabled", True):
+        from .web.dashboard import init_dashboard
+
+        init_dashboard(app, dashboard)
     if manage_schema:
         _schema_on_start(app, config.get("database") or {})
     return app

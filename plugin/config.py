@@ -22,7 +22,7 @@ from .errors import GapBridgeError
 from .rules.yamlsource import LocatedDict, LocatedList, Location, MappingError, load_yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SECRET_KEYS = frozenset({"password", "client_secret", "token", "api_token", "secret", "access_token", "refresh_token"})
+SECRET_KEYS = frozenset({"password", "client_secret", "token", "api_token", "secret", "access_token", "refresh_token", "secret_key"})
 
 
 class ConfigError(GapBridgeError):
@@ -111,6 +111,24 @@ class MetricsSchema(Schema):
     bind = fields.String(load_default=None, validate=_host_port)
 
 
+class DashboardSchema(Schema):
+    """The signed-in ISMS dashboard under /dashboard (plugin.web.dashboard)."""
+
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(load_default=True)
+    # signs the session cookies, best given as ${ENV} (GAPBRIDGE_SECRET_KEY also works); unset: made once and kept in
+    # the instance folder (mode 0600), which serves one host. Several hosts behind one address need the same key here
+    secret_key = fields.String(load_default=None, validate=validate.Length(min=32, error="at least 32 characters"))
+    # false only for plain http to a host other than localhost: browsers keep Secure cookies on http://localhost and
+    # http://127.0.0.1 (checked in Chromium), elsewhere only over https
+    cookie_secure = fields.Boolean(load_default=True)
+    idle_timeout_minutes = fields.Integer(load_default=30, validate=validate.Range(min=1, max=24 * 60))
+    # from sign-in, however active the session: then the password is asked again
+    session_lifetime_hours = fields.Integer(load_default=12, validate=validate.Range(min=1, max=24 * 7))
+
+
 class ScheduleSchema(Schema):
     """The jobs ``gapbridge serve`` (in-process) and ``gapbridge worker`` run, each once across the instances sharing a database."""
 
@@ -158,6 +176,7 @@ class ConfigSchema(Schema):
     risk = fields.Nested(RiskSchema, load_default=lambda: RiskSchema().load({}))
     schedule = fields.Nested(ScheduleSchema, load_default=lambda: ScheduleSchema().load({}))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
+    dashboard = fields.Nested(DashboardSchema, load_default=lambda: DashboardSchema().load({}))
 
     @validates_schema
     def _connector_types(self, data: Mapping[str, Any], **_: Any) -> None:

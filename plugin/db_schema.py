@@ -45,6 +45,15 @@ def _script() -> Any:
     return ScriptDirectory(MIGRATIONS_DIR)
 
 
+def of_this_dialect(dialect: str) -> Any:
+    """Alembic's ``include_object``: leave out of a comparison what the models build only on another database
+    (``ddl_if(dialect=...)``: an index SQLite needs where PostgreSQL has INCLUDE columns)."""
+    def include(obj: Any, _name: str | None, _type: str, _reflected: bool, _compare_to: Any) -> bool:
+        only = getattr(getattr(obj, "_ddl_if", None), "dialect", None)
+        return only is None or dialect in ((only,) if isinstance(only, str) else only)
+    return include
+
+
 def head_revision() -> str | None:
     """The revision this code's migrations end at."""
     head: str | None = _script().get_current_head()

@@ -109,7 +109,8 @@ class Incident(Model):
     personal_data_breach: Mapped[bool | None] = mapped_column(sa.Boolean)
     legal_hold: Mapped[bool | None] = mapped_column(sa.Boolean)
     enrichment_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
-    raw: Mapped[Any] = mapped_column(JSONType, nullable=False)
+    # json, not jsonb, on PostgreSQL: kept exactly as the tool sent it, never queried inside, so not worth converting (0011)
+    raw: Mapped[Any] = mapped_column(sa.JSON, nullable=False)
     # bookkeeping
     content_hash: Mapped[str] = mapped_column(sa.String(64), nullable=False)
     revision: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=1)
@@ -132,11 +133,14 @@ class Finding(Model):
 
     __tablename__ = "findings"
     __table_args__ = (
-        sa.UniqueConstraint("incident_id", "check_id", name="uq_findings_incident_check"),
+        # coverage reads an incident's outcomes from an index alone (no visit to the row): on PostgreSQL this one, which
+        # carries kind and status; SQLite has no INCLUDE and keeps a second index for it (migration 0011)
+        sa.UniqueConstraint("incident_id", "check_id", name="uq_findings_incident_check", postgresql_include=["kind", "status"]),
         sa.Index("ix_findings_status_check", "status", "check_id"),
-        sa.Index("ix_findings_pending_due", "status", "due_at"),
-        # coverage reads an incident's outcomes from the index alone (no visit to the row)
-        sa.Index("ix_findings_incident_outcome", "incident_id", "kind", "status", "check_id"),
+        # the running clocks only, keyed as the deadlines list pages them
+        sa.Index("ix_findings_pending_due", "due_at", "incident_id", "check_id",
+                 sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),
+        sa.Index("ix_findings_incident_outcome", "incident_id", "kind", "status", "check_id").ddl_if(dialect="sqlite"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -336,6 +340,32 @@ class ApiTokenUse(Model):
     hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     requests: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
     denied: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+
+
+class DashboardUser(Model):
+    """A person who signs in to the dashboard (plugin.services.users); the roles are the API tokens'.
+
+    ``username`` is stored lowercased, so the unique constraint makes names unique without regard to case.
+    ``session_generation`` is written into each session: raising it (new password, disabled, signed out) ends them all.
+    """
+
+    __tablename__ = "dashboard_users"
+    __table_args__ = (sa.CheckConstraint("username = lower(username)", name="username_lowercase"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(64), nullable=False, unique=True)
+    role: Mapped[str] = mapped_column(sa.Enum(*TOKEN_ROLES, name="dashboard_user_role", native_enum=False, create_constraint=True),
+                                      nullable=False)
+    password_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)  # argon2id, in its PHC string form
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    created_by: Mapped[str] = mapped_column(sa.String(128), nullable=False)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # consecutive failed sign-ins; from the fifth on each one locks the account (1 min, doubling, at most 1 h)
+    failed_attempts: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    session_generation: Mapped[int] = mapped_column(sa.Integer, nullable=False, default=1)
 
 
 class RiskAcceptance(Model):

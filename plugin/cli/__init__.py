@@ -127,4 +127,4 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
 
 
 # the command groups register themselves on ``main``
-from . import audit, export, mappings, pipeline, status, tokens, worker  # noqa: E402,F401
+from . import audit, export, mappings, pipeline, status, tokens, users, worker  # noqa: E402,F401

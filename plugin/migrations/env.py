@@ -86,6 +86,10 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
+    if conf_args.get("include_object") is None:
+        from plugin.db_schema import of_this_dialect
+
+        conf_args["include_object"] = of_this_dialect(connectable.dialect.name)
 
     with connectable.connect() as connection:
         context.configure(

@@ -43,8 +43,8 @@ def _sort_key(ruleset: Ruleset, sort: str) -> tuple[sa.ColumnElement[Any], type]
         order = sorted({c.id: c.controls_2022[0] if c.controls_2022 else "~" for c in ruleset.checks}.items(),
                        key=lambda kv: (_control_order(kv[1]), kv[0]))
         return sa.case({cid: i for i, (cid, _) in enumerate(order)}, value=Finding.check_id, else_=len(order)), int
-    # age: the oldest open gap first; a resolved one by when it was resolved
-    return sa.func.coalesce(Finding.first_failed_at, Finding.resolved_at, Finding.evaluated_at), str
+    # age: the oldest open gap first; a resolved one (which keeps when it opened, too) by when it was resolved
+    return sa.func.coalesce(Finding.resolved_at, Finding.first_failed_at, Finding.evaluated_at), str
 
 
 @dataclass(frozen=True)

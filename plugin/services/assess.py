@@ -240,14 +240,15 @@ FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "kind", "co
 
 
 def _fail_times(status: str, before: tuple[str, Any, Any] | None, encode_time: Any, evaluated_at: Any) -> tuple[Any, Any]:
-    """(first_failed_at, resolved_at): an open gap keeps the time it opened; one that came to pass keeps when it did."""
+    """(first_failed_at, resolved_at): an open gap keeps the time it opened; one that came to pass keeps both times,
+    so that how many gaps were open at any past moment can be counted (the dashboard's trend)."""
     if status == FAIL:
         return (encode_time(before[1]) if before is not None and before[0] == FAIL else evaluated_at), None
     if status == PASS and before is not None:
         if before[0] == FAIL:
-            return None, evaluated_at
+            return encode_time(before[1]), evaluated_at
         if before[0] == PASS and before[2] is not None:
-            return None, encode_time(before[2])
+            return encode_time(before[1]), encode_time(before[2])
     return None, None
 
 

@@ -203,7 +203,7 @@ def _parse_item(item: Any) -> Any:
 
 
 def refresh_planner_statistics() -> None:
-    """ANALYZE the incidents' lookup columns on PostgreSQL (SQLite picks the unique index without statistics).
+    """ANALYZE the lookup columns of incidents and findings on PostgreSQL (SQLite picks the unique index without statistics).
 
     A first sync grows the table from nothing faster than autovacuum re-analyzes it.
     Planned with the statistics of a nearly empty table, the per-page lookups by
@@ -213,3 +213,6 @@ def refresh_planner_statistics() -> None:
     """
     if db.engine.dialect.name == "postgresql":
         db.session.execute(sa.text("ANALYZE incidents (source, external_id)"))
+        # the findings the sync writes beside them: planned on an empty table's statistics, the masks' per-incident
+        # read combined two indexes (status, then incident) and took 6 ms an incident instead of 0.01 ms
+        db.session.execute(sa.text("ANALYZE findings (incident_id, check_id, status, kind)"))
