@@ -52,6 +52,16 @@ SYNC_STATUSES = ("running", "succeeded", "failed", "abandoned", "stopped")
 JOB_OUTCOMES = ("succeeded", "failed", "skipped", "stopped")
 
 
+# a text column filled (not only blanks), a JSON list column holding something: as the KPIs have always counted them
+HAS_TEXT = "length(trim(coalesce({}, ''))) > 0"
+HAS_ITEMS = "coalesce(CAST({} AS TEXT), '[]') NOT IN ('[]', 'null')"
+SCOPE_COLUMNS = ("assessed_ruleset", "opened_at", "closed_at", "business_unit", "source", "severity", "record_type", "is_security",
+                 "category", "first_seen_at", "control_outcomes", "subprocess_outcomes", "cell_outcomes")
+SECURITY_COLUMNS = ("assessed_ruleset", "closed_at", "business_unit", "source", "severity", "record_type", "state",
+                    "assessed_at", "contained_at", "resolved_at", "reported_via", "problem_ref", "has_root_cause",
+                    "has_lessons_learned", "has_timeline")
+
+
 class Incident(Model):
     __tablename__ = "incidents"
     __table_args__ = (
@@ -61,6 +71,14 @@ class Incident(Model):
         # the periods coverage, gaps and exports are asked for
         sa.Index("ix_incidents_opened_at", "opened_at"),
         sa.Index("ix_incidents_closed_at", "closed_at"),
+        # PostgreSQL: the dashboard's counts read these alone (index-only), never the wide rows (raw record inline, ~2 KB).
+        # Every column a scope filters on, the acceptances' scope, what the trend reads and the outcome masks, by id
+        # (merge joins with findings in incident order)
+        sa.Index("ix_incidents_scope", "id", postgresql_include=list(SCOPE_COLUMNS)).ddl_if(dialect="postgresql"),
+        # the security incidents the KPIs and maturity count, with every column they read; in the order the recurring
+        # incidents are looked for (item, category, opening), which then need no sort
+        sa.Index("ix_incidents_security", "affected_ci", "category", "opened_at", postgresql_include=list(SECURITY_COLUMNS),
+                 postgresql_where=sa.text("is_security IS TRUE")).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
@@ -123,9 +141,20 @@ class Incident(Model):
     # written with its findings; coverage reads these instead of every finding
     control_outcomes: Mapped[int | None] = mapped_column(sa.BigInteger)
     subprocess_outcomes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # and under each heatmap cell that is neither a control's nor a sub-process's group (coverage.cell_groups)
+    cell_outcomes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # what the KPIs ask of the long text columns, kept by the database (stored on PostgreSQL, computed on read on
+    # SQLite) so that they are counted from an index: the text itself is unbounded, too wide for one
+    has_root_cause: Mapped[bool | None] = mapped_column(sa.Boolean, sa.Computed(HAS_TEXT.format("root_cause")))
+    has_lessons_learned: Mapped[bool | None] = mapped_column(sa.Boolean, sa.Computed(HAS_TEXT.format("lessons_learned")))
+    has_timeline: Mapped[bool | None] = mapped_column(sa.Boolean, sa.Computed(HAS_ITEMS.format("timeline")))
 
     findings: Mapped[list[Finding]] = relationship(
         "Finding", back_populates="incident", cascade="all, delete-orphan", passive_deletes=True)
+
+
+# implied by an open gap (status and kind) and by the trend's gaps (kind, a first failure): both read ix_findings_gaps
+GAPS_INDEXED = "kind = 'gap' AND (status = 'fail' OR first_failed_at IS NOT NULL)"
 
 
 class Finding(Model):
@@ -141,6 +170,9 @@ class Finding(Model):
         sa.Index("ix_findings_pending_due", "due_at", "incident_id", "check_id",
                  sqlite_where=sa.text("status = 'pending'"), postgresql_where=sa.text("status = 'pending'")),
         sa.Index("ix_findings_incident_outcome", "incident_id", "kind", "status", "check_id").ddl_if(dialect="sqlite"),
+        # PostgreSQL: the gaps that fail or ever failed (the few), with what the open gaps and the weekly trend read
+        sa.Index("ix_findings_gaps", "incident_id", postgresql_include=["check_id", "status", "first_failed_at", "resolved_at"],
+                 postgresql_where=sa.text(GAPS_INDEXED)).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)

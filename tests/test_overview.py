@@ -45,6 +45,10 @@ def gaps_app(app_factory: Any) -> Any:
                 f.resolved_at = opened + (NOW - opened) * rng.random()
             else:
                 f.status, f.first_failed_at, f.resolved_at = "pass", None, None
+        # half the incidents were first seen long before their gaps failed; for the others the gap was found at first sight
+        for n, incident in enumerate(db.session.scalars(sa.select(Incident).order_by(Incident.id))):
+            if n % 2:
+                incident.first_seen_at = NOW - 30 * W
         some = next(f for f in gaps if f.status == "fail")
         db.session.add(RiskAcceptance(check_id=some.check_id, incident_id=some.incident_id, justification="compensating control",
                                       approver="CISO", created_by="isms", expires_at=NOW + 30 * timedelta(days=1)))
@@ -66,14 +70,23 @@ def test_each_week_counts_the_gaps_open_at_its_end_and_those_that_opened_and_res
         acceptances = db.session.scalars(sa.select(RiskAcceptance)).all()
         opened_in_scope = {i.id for i in db.session.scalars(sa.select(Incident).where(*scope.conditions()))}
         counted = [f for f in gaps if f.incident_id in opened_in_scope and not accepted_now(f, acceptances)]
+        incidents = {i.id: i for i in db.session.scalars(sa.select(Incident))}
+
+        def opened(f: Finding) -> datetime | None:
+            """A gap found at the incident's first sight counts from the incident's opening."""
+            i = incidents[f.incident_id]
+            if f.first_failed_at is not None and f.first_failed_at <= i.first_seen_at and i.opened_at and i.opened_at < f.first_failed_at:
+                return i.opened_at
+            return f.first_failed_at
+        assert any(opened(f) != f.first_failed_at for f in counted) and any(opened(f) == f.first_failed_at for f in counted)
         assert [w.start for w in weeks] == weeks_of(scope, NOW)
         assert weeks[0].start == monday(NOW - 10 * W) and weeks[-1].start == monday(NOW)
         for w in weeks:
             end = min(w.start + W, NOW)
-            expected_open = sum(1 for f in counted if f.first_failed_at is not None and f.first_failed_at <= end
+            expected_open = sum(1 for f in counted if (o := opened(f)) is not None and o <= end
                                 and (f.status == "fail" or (f.resolved_at is not None and f.resolved_at > end and end < NOW)))
             assert w.open_at_end == expected_open, w.label
-            assert w.opened == sum(1 for f in counted if f.first_failed_at is not None and w.start <= f.first_failed_at < end), w.label
+            assert w.opened == sum(1 for f in counted if (o := opened(f)) is not None and w.start <= o < end), w.label
             assert w.resolved == sum(1 for f in counted if f.resolved_at is not None and w.start <= f.resolved_at < end), w.label
         assert any(w.resolved for w in weeks) and any(w.opened for w in weeks)
         # the last week ends now: what is open at its end is what is open now
@@ -103,7 +116,7 @@ def test_the_overview_numbers_equal_the_counts_of_open_gaps_controls_and_clocks(
         gaps = [f for f in db.session.scalars(sa.select(Finding)) if f.incident_id in ids and f.is_open_gap and not accepted_now(f, acceptances)]
         assert o.open_gaps == len(gaps) > 0
         assert o.incidents_in_scope == len(incidents) < 90
-        security = [i for i in incidents if i.is_security]
+        security = [i for i in incidents if i.is_security and i.record_type == "incident"]
         with_gap = {f.incident_id for f in gaps}
         assert o.security_incidents == len(security) > 0
         assert o.security_without_open_gap == sum(1 for i in security if i.id not in with_gap)

@@ -46,7 +46,7 @@ def stored(source: str) -> list[dict[str, Any]]:
 
 def upsert_page(source: str, incidents: list[dict[str, Any]], now: Any, masks: bool = True) -> store.Upserted:
     encoded = encode_incidents(incidents, now, db.engine.dialect.name)
-    return upsert_incidents(source, encoded, now, RULESET, [(7 * n, n) for n in range(len(incidents))] if masks else None)
+    return upsert_incidents(source, encoded, now, RULESET, [(7 * n, n, 3 * n) for n in range(len(incidents))] if masks else None)
 
 
 def copies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
@@ -87,7 +87,7 @@ def test_new_incidents_are_stored_the_same_by_copy_and_by_insert(app, monkeypatc
         assert first["title"].startswith('a "quoted" \\ backslash\ttab\nnewline \\N é') and first["raw"]["nested"]["list"][4] == first["title"][:-2]
         assert first["raw"]["empty"] == {} and first["weakness_refs"] == [] and first["related_refs"][1] == "PRB0001"
         assert (first["revision"], first["assessed_ruleset"], first["assessed_revision"]) == (1, RULESET, 1)
-        assert [(r["control_outcomes"], r["subprocess_outcomes"]) for r in copied] == [(7 * n, n) for n in range(12)]
+        assert [(r["control_outcomes"], r["subprocess_outcomes"], r["cell_outcomes"]) for r in copied] == [(7 * n, n, 3 * n) for n in range(12)]
 
 
 def test_a_page_of_new_changed_and_unchanged_incidents(app) -> None:

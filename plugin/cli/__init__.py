@@ -126,5 +126,13 @@ def main(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
+
+def echo_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Rows as columns padded to their widest cell (``tokens list``, ``users list``)."""
+    table = [header, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+
 # the command groups register themselves on ``main``
 from . import audit, export, mappings, pipeline, status, tokens, users, worker  # noqa: E402,F401

@@ -135,6 +135,25 @@ def sync(obj: Context, sources: tuple[str, ...], full: bool, no_writeback: bool)
     sys.exit(status)
 
 
+DEMO_USER = "isms"
+
+
+def _demo_dashboard_user() -> str | None:
+    """The demo's ISMS manager, with a new random password each start (printed once); None with the dashboard off."""
+    import secrets
+
+    from ..services import users
+
+    if not (gapbridge().config.get("dashboard") or {}).get("enabled", True):
+        return None
+    password = secrets.token_urlsafe(12)
+    if users.find(DEMO_USER) is None:
+        users.create(DEMO_USER, "isms_manager", password, "demo")
+    else:
+        users.set_password(DEMO_USER, password, "demo")
+    return password
+
+
 def _say_signal(text: str) -> None:
     click.echo(("\n" if sys.stderr.isatty() else "") + f"gapbridge: {text}", err=True)  # after a progress line
 
@@ -174,15 +193,91 @@ def writeback(obj: Context, retry_failed: bool) -> None:
 
 
 @main.command()
+@click.option("--period", help="2026, 2026-Q3, 2026-09 or 2026-W05 (UTC): the period report of the incidents opened then.")
+@click.option("--format", "fmt", help="text (default), csv or pdf.")
+@click.option("--out", help="The file to write (required for pdf; text and csv go to stdout without it, or with '-').")
+@click.option("--edition", help="ISO/IEC 27001 edition of the heatmap and the controls: 2022 (default) or 2013.")
+@click.option("--business-unit", help="Only incidents of this business unit.")
+@click.option("--source", help="Only incidents of this source (connector instance).")
+@click.option("--severity", help="Only incidents of this severity (critical, high, medium, low).")
+@click.option("--record-type", help="Only this record type (event, incident, weakness, request).")
 @click.pass_obj
-def report(obj: Context) -> None:
-    """Print open gaps by control and by ITIL sub-process."""
+def report(obj: Context, period: str | None, fmt: str | None, out: str | None, edition: str | None, business_unit: str | None,
+           source: str | None, severity: str | None, record_type: str | None) -> None:
+    """Print open gaps by control and by ITIL sub-process; with any option, the period report (text, CSV or PDF)."""
     from ..services.report import format_report, gap_report
 
+    asked = {"period": period, "fmt": fmt, "out": out, "edition": edition, "business_unit": business_unit, "source": source,
+             "severity": severity, "record_type": record_type}
+    if all(v is None for v in asked.values()):  # today's summary, as before the period report
+        app = obj.app()
+        migrate_db(app)
+        with app.app_context():
+            click.echo(format_report(gap_report(gapbridge(app).ruleset)))
+        return
+    _period_report(obj, **asked)
+
+
+def _period_report(obj: Context, *, period: str | None, fmt: str | None, out: str | None, edition: str | None,
+                   business_unit: str | None, source: str | None, severity: str | None, record_type: str | None) -> None:
+    """Check every option before the database is touched: a bad one is one line naming it, exit 2."""
+    from marshmallow import ValidationError
+
+    from connectors.canonical import RECORD_TYPES, SEVERITIES
+
+    from ..models import utcnow
+    from ..queries.scope import Scope
+    from ..schemas.common import MAX_TEXT, parse_period
+    from ..services import period_report as pr
+
+    fmt = fmt or "text"
+    if fmt not in pr.FORMATS:
+        fail(f"--format {fmt!r}: expected one of {', '.join(pr.FORMATS)}")
+    if edition is not None and edition not in ("2022", "2013"):
+        fail(f"--edition {edition!r}: expected 2022 or 2013")
+    for option, value, allowed in (("--severity", severity, SEVERITIES), ("--record-type", record_type, RECORD_TYPES)):
+        if value is not None and value not in allowed:
+            fail(f"{option} {value!r}: expected one of {', '.join(allowed)}")
+    for option, value in (("--business-unit", business_unit), ("--source", source)):
+        if value is not None and not 0 < len(value) <= MAX_TEXT:
+            fail(f"{option}: expected 1 to {MAX_TEXT} characters")
+    target = None if out in (None, "-") else Path(out)
+    if fmt == "pdf" and target is None:
+        fail("--out: a PDF is written to a file: give --out FILE (e.g. --out report-2026-Q3.pdf)")
+    if target is not None and (target.is_dir() or not (target.parent if str(target.parent) else Path(".")).is_dir()):
+        fail(f"--out {out}: " + ("is a folder; give a file name" if target.is_dir() else f"no folder {target.parent}"))
+    start = end = label = None
+    if period is not None:
+        try:
+            start, end, label = parse_period(period)
+        except ValidationError as exc:
+            fail(f"--period {period!r}: {exc.messages[0] if isinstance(exc.messages, list) else exc.messages}")
+    scope = Scope(start=start, end=end, business_unit=business_unit, source=source, severity=severity, record_type=record_type,
+                  label=label)
     app = obj.app()
     migrate_db(app)
     with app.app_context():
-        click.echo(format_report(gap_report(gapbridge(app).ruleset)))
+        from ..web.api import _version
+
+        state = gapbridge(app)
+        built = pr.build(state.ruleset, scope, utcnow(), edition=edition or "2022", sources=list(state.config["connectors"]),
+                         version=_version(), overrides=str(state.overrides_path) if state.overrides_path else None)
+        try:
+            rendered = pr.RENDERERS[fmt](built)
+        except (ImportError, OSError) as exc:
+            if fmt != "pdf":
+                raise
+            # WeasyPrint not installed (ImportError), or the system's pango it loads missing (OSError from cffi)
+            fail(f"the pdf format needs WeasyPrint and pango: {exc}", code=RUNTIME_ERROR)
+    data = rendered if isinstance(rendered, bytes) else rendered.encode()
+    if fmt == "text":
+        data += b"\n"
+    if target is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    pr.write_atomically(target, [data])
+    click.echo(f"wrote {target} ({fmt}, {built.period})", err=True)
 
 
 @main.command()
@@ -365,8 +460,12 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
 
             # the demo's own throwaway token, so the API can be tried at once (a real deployment creates its own)
             _, token = tokens.create(f"demo-auditor-{utcnow():%Y%m%d%H%M%S}", "auditor", utcnow() + timedelta(days=1), "demo")
+            password = _demo_dashboard_user()
         click.echo(f"\nAPI docs: http://{host}:{port}/api/docs\nAuditor token for this demo (valid 24 h):\n  {token}\n"
                    f"  curl -H 'Authorization: Bearer {token}' http://{host}:{port}/api/v1/coverage/controls", err=True)
+        if password is not None:
+            click.echo(f"\nDashboard: http://{host}:{port}/dashboard/\n  sign in as {DEMO_USER} (ISMS manager) with the password "
+                       f"{password} (new at each start of the demo)", err=True)
         scheduler = Scheduler(app)
         # the pass just done counts as their first run: the next comes an interval on
         scheduler.ran_now([name for name in scheduler.jobs if name.startswith("sync:")] + [WRITEBACK, REASSESS, RISK_EXPIRY])

@@ -13,7 +13,7 @@ import click
 from ..models import TOKEN_ROLES, ApiToken, utcnow
 from ..rules.clocks import format_utc
 from ..state import gapbridge
-from . import Context, fail, main, migrate_db
+from . import Context, echo_table, fail, main, migrate_db
 
 _DAYS = re.compile(r"^(\d{1,5})d$")
 
@@ -107,11 +107,8 @@ def tokens_list(obj: Context, as_json: bool) -> None:
         return format_utc(at) if at else "-"
 
     header = ("NAME", "ROLE", "PREFIX", "STATUS", "CREATED", "EXPIRES", "LAST USED", "REVOKED")
-    table = [header] + [(r["name"], r["role"], r["prefix"], r["status"], *(when(t) for t in ts))
-                        for r, ts in zip(rows, times, strict=True)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    echo_table(header, [(r["name"], r["role"], r["prefix"], r["status"], *(when(t) for t in ts))
+                        for r, ts in zip(rows, times, strict=True)])
 
 
 @tokens_group.command("revoke")

@@ -11,7 +11,7 @@ import click
 
 from ..models import TOKEN_ROLES, DashboardUser, utcnow
 from ..rules.clocks import format_utc
-from . import Context, fail, main, migrate_db
+from . import Context, echo_table, fail, main, migrate_db
 from .tokens import _operator
 
 
@@ -104,11 +104,8 @@ def users_list(obj: Context, as_json: bool) -> None:
         return format_utc(at) if at else "-"
 
     header = ("USERNAME", "ROLE", "STATUS", "CREATED", "LAST SIGN-IN", "FAILED", "LOCKED UNTIL")
-    table = [header] + [(r["username"], r["role"], r["status"], when(created), when(last), str(r["failed_attempts"]), when(locked))
-                        for r, (created, last, locked) in zip(rows, times, strict=True)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    echo_table(header, [(r["username"], r["role"], r["status"], when(created), when(last), str(r["failed_attempts"]), when(locked))
+                        for r, (created, last, locked) in zip(rows, times, strict=True)])
 
 
 @users_group.command("disable")

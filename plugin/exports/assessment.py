@@ -62,6 +62,8 @@ class AcceptedRisk:
     expires_at: datetime
     status: str  # "active" | "expired" | "revoked"
     revoked_at: datetime | None
+    created_by: str = ""  # who recorded it (the approver owns the risk)
+    incident_number: str | None = None  # of ``incident_id``
 
 
 @dataclass(frozen=True)

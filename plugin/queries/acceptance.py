@@ -82,7 +82,9 @@ def accepted_term(now: datetime) -> sa.ColumnElement[bool]:
         if ra.incident_id is not None:
             terms.append(sa.and_(Finding.check_id == ra.check_id, Finding.incident_id == ra.incident_id))
             continue
-        scope = [column == want for want, column in ((ra.scope_source, Incident.source), (ra.scope_business_unit, Incident.business_unit),
-                                                     (ra.scope_category, Incident.category)) if want is not None]
+        # IS NOT DISTINCT FROM, not =: an incident without the value is not matched (false, not NULL, which NOT would keep NULL)
+        scope = [column.is_not_distinct_from(want) for want, column in (
+            (ra.scope_source, Incident.source), (ra.scope_business_unit, Incident.business_unit), (ra.scope_category, Incident.category))
+            if want is not None]
         terms.append(sa.and_(Finding.check_id == ra.check_id, *scope))
     return sa.or_(*terms) if terms else sa.false()

@@ -67,19 +67,25 @@ def build(ruleset: Ruleset, scope: Scope, *, title: str, now: datetime, version:
         assert inc is not None
         observed.append(ObservedIncident(inc.id, inc.source, inc.number, link(inc.url), inc.title, inc.severity, inc.opened_at,
                                          inc.closed_at, tuple(found.get(incident_id, ()))))
+    risks = risks_in_period(ruleset, scope.start, scope.end, now)
+    return Assessment(title=title, period_start=scope.start, period_end=scope.end, period_by=scope.by, generated_at=now,
+                      ruleset_hash=ruleset.hash, overlays=tuple(ruleset.overlays), gapbridge_version=version,
+                      controls=tuple(controls), incidents=tuple(observed), risks=tuple(risks))
+
+
+def risks_in_period(ruleset: Ruleset, start: datetime, end: datetime, now: datetime) -> list[AcceptedRisk]:
+    """Every acceptance in force at some moment of [start, end), whatever its status at ``now``."""
     ra = RiskAcceptance
-    # every acceptance in force at some moment of the period, whatever its status now
-    overlapping = db.session.execute(sa.select(ra).where(ra.created_at < scope.end, ra.expires_at > scope.start,
-                                                         sa.or_(ra.revoked_at.is_(None), ra.revoked_at > scope.start))
-                                     .order_by(ra.id)).scalars()
+    rows = db.session.execute(sa.select(ra, Incident.number).outerjoin(Incident, Incident.id == ra.incident_id)
+                              .where(ra.created_at < end, ra.expires_at > start, sa.or_(ra.revoked_at.is_(None), ra.revoked_at > start))
+                              .order_by(ra.id)).all()
     risks = []
-    for a in overlapping:
+    for a, number in rows:
         check = ruleset.check(a.check_id)
         status = "revoked" if a.revoked_at is not None else "expired" if a.expires_at <= now else "active"
         scoped = {k: v for k, v in (("source", a.scope_source), ("business_unit", a.scope_business_unit),
                                     ("category", a.scope_category)) if v is not None}
         risks.append(AcceptedRisk(a.id, a.check_id, check.title if check else a.check_id, tuple(check.controls_2022) if check else (),
-                                  a.incident_id, scoped, a.justification, a.approver, a.created_at, a.expires_at, status, a.revoked_at))
-    return Assessment(title=title, period_start=scope.start, period_end=scope.end, period_by=scope.by, generated_at=now,
-                      ruleset_hash=ruleset.hash, overlays=tuple(ruleset.overlays), gapbridge_version=version,
-                      controls=tuple(controls), incidents=tuple(observed), risks=tuple(risks))
+                                  a.incident_id, scoped, a.justification, a.approver, a.created_at, a.expires_at, status, a.revoked_at,
+                                  a.created_by, number))
+    return risks

@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql
 
 from ..extensions import db
 from ..models import Finding, Incident
+from ..rules.catalogue import EDITIONS
 from ..rules.model import FAIL, GAP, PASS, PENDING, Ruleset
+from . import controls as cq
 from .acceptance import accepted_term
 from .scope import Scope
 
@@ -29,9 +31,10 @@ _BY_RANK = {v: k for k, v in _RANK.items()}
 
 @dataclass(frozen=True)
 class Group:
-    """A control (by its 2022 id) or a sub-process, and the gap checks that decide it."""
+    """A control (by its 2022 id) or a sub-process, and the gap checks that decide it; or a heatmap cell (sub-process ×
+    control), decided by its checks' findings of either kind (a cell's checks are all gaps or all improvements)."""
 
-    kind: str  # control | subprocess
+    kind: str  # control | subprocess | cell
     key: str
     title: str
     checks: tuple[str, ...]
@@ -68,6 +71,35 @@ def subprocess_groups(ruleset: Ruleset) -> list[Group]:
         checks = tuple(c.id for c in ruleset.checks if c.kind == GAP and c.subprocess == sid)
         out.append(Group("subprocess", sid, sub.name, checks))
     return out
+
+
+def cell_groups(ruleset: Ruleset) -> list[Group]:
+    """The heatmap's cells of both editions (as ``heatmap.layout`` draws them: a sub-process's checks testing the control,
+    its gap checks when it has any) that are not a control's or a sub-process's group, once per set of checks.
+
+    The heatmap reads a cell from these stored outcomes only when its checks are exactly one of these sets: a change in
+    how it draws cells can make one counted from its findings, never miscounted.
+    """
+    stored = {frozenset(g.checks) for groups in (control_groups(ruleset), subprocess_groups(ruleset)) if len(groups) <= GROUPS_PER_MASK
+              for g in groups}
+    out: dict[frozenset[str], Group] = {}
+    for edition in EDITIONS:
+        annex_a = [c for c in ruleset.catalogue.controls[edition].values() if c.kind == "annex_a"]
+        for control in sorted(annex_a, key=lambda c: _control_order(c.id)):
+            checks = cq.checks_of(ruleset, control)
+            for sid in ruleset.subprocesses:
+                mine = [c for c in checks if c.subprocess == sid]
+                deciding = frozenset(c.id for c in ([c for c in mine if c.kind == GAP] or mine))
+                if deciding and deciding not in stored and deciding not in out:
+                    out[deciding] = Group("cell", "+".join(sorted(deciding)), f"{sid} × {control.id}", tuple(sorted(deciding)), edition)
+    return list(out.values())
+
+
+def _gap_findings(groups: list[Group]) -> list[sa.ColumnElement[bool]]:
+    """Controls and sub-processes count gap findings only; a heatmap cell, its checks' findings of either kind."""
+    kinds = {g.kind == "cell" for g in groups}
+    assert len(kinds) <= 1, "cells and other groups are counted apart"
+    return [] if kinds == {True} else [Finding.kind == GAP]
 
 
 def _control_order(cid: str) -> tuple[int, ...]:
@@ -115,20 +147,31 @@ def _outcome_bits(groups: list[Group], now: datetime | None, name: str = "grp_ch
 
 def _analytic_memory() -> None:
     """Room for the per-incident step to sort in memory: PostgreSQL's default 4 MB spills a quarter's findings to disk.
+    And no JIT compilation: these aggregates run in tens of milliseconds, compiling them took 15 to 30 more.
 
     SET LOCAL lasts until the end of this transaction (the request), not for the connection.
     """
     if db.engine.dialect.name == "postgresql":
         db.session.execute(sa.text("SET LOCAL work_mem = '32MB'"))
+        db.session.execute(sa.text("SET LOCAL jit = off"))
 
 
 def in_scope_total(scope: Scope) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Incident).where(*scope.conditions())) or 0
 
 
+MASK_COLUMNS = ("control_outcomes", "subprocess_outcomes", "cell_outcomes")
+_LAYOUTS: dict[str, dict[str, list[Group]]] = {}
+
+
 def layouts(ruleset: Ruleset) -> dict[str, list[Group]]:
-    """The groups whose outcomes each incident stores (Incident.control_outcomes, .subprocess_outcomes), in bit order."""
-    return {"control_outcomes": control_groups(ruleset), "subprocess_outcomes": subprocess_groups(ruleset)}
+    """The groups whose outcomes each incident stores (Incident.control_outcomes, .subprocess_outcomes, .cell_outcomes),
+    in bit order; per ruleset (its hash), as the masks stored under it."""
+    found = _LAYOUTS.get(ruleset.hash)
+    if found is None:
+        found = _LAYOUTS[ruleset.hash] = dict(zip(MASK_COLUMNS, (control_groups(ruleset), subprocess_groups(ruleset), cell_groups(ruleset)),
+                                                  strict=True))
+    return found
 
 
 MASK_RANK = {PASS: _RANK["passed"], PENDING: _RANK["pending"], FAIL: _RANK["failed"]}
@@ -163,7 +206,7 @@ def stored_masks(ruleset: Ruleset) -> dict[str, sa.ColumnElement[Any] | None]:
         cte, mask = _outcome_bits(groups, None, f"{column}_checks")
         out[column] = sa.func.coalesce(
             sa.select(mask).select_from(Finding).join(cte, cte.c.check_id == Finding.check_id)
-            .where(Finding.incident_id == Incident.id, Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]))
+            .where(Finding.incident_id == Incident.id, *_gap_findings(groups), Finding.status.in_([PASS, FAIL, PENDING]))
             .scalar_subquery(), 0)
     return out
 
@@ -186,41 +229,41 @@ def _add(counts: list[Counts], row: Any) -> None:
 
 
 def _live(groups: list[Group], counts: list[Counts], scope: Scope, now: datetime, *where: sa.ColumnElement[bool]) -> None:
-    """Aggregate the findings themselves (accepted risks applied) into ``counts``."""
-    for start in range(0, len(groups), GROUPS_PER_MASK):
-        chunk = groups[start:start + GROUPS_PER_MASK]
-        cte, mask = _outcome_bits(chunk, now)
-        per_incident = (
-            sa.select(mask.label("mask")).select_from(Finding)
-            .join(Incident, Incident.id == Finding.incident_id)
-            .join(cte, cte.c.check_id == Finding.check_id)
-            .where(Finding.kind == GAP, Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions(), *where)
-            .group_by(Finding.incident_id)
-        ).subquery()
-        _add(counts[start:start + GROUPS_PER_MASK], db.session.execute(sa.select(*_nibble_counts(per_incident.c.mask, list(range(len(chunk)))))).one())
+    """Aggregate the findings themselves (accepted risks applied) into ``counts``; cells apart from other groups."""
+    for cells in (True, False):
+        mine = [n for n, g in enumerate(groups) if (g.kind == "cell") is cells]
+        for start in range(0, len(mine), GROUPS_PER_MASK):
+            chunk = [groups[n] for n in mine[start:start + GROUPS_PER_MASK]]
+            cte, mask = _outcome_bits(chunk, now)
+            per_incident = (
+                sa.select(mask.label("mask")).select_from(Finding)
+                .join(Incident, Incident.id == Finding.incident_id)
+                .join(cte, cte.c.check_id == Finding.check_id)
+                .where(*_gap_findings(chunk), Finding.status.in_([PASS, FAIL, PENDING]), *scope.conditions(), *where)
+                .group_by(Finding.incident_id)
+            ).subquery()
+            _add([counts[n] for n in mine[start:start + GROUPS_PER_MASK]],
+                 db.session.execute(sa.select(*_nibble_counts(per_incident.c.mask, list(range(len(chunk)))))).one())
 
 
-def _stored_positions(ruleset: Ruleset | None, groups: list[Group]) -> tuple[str, list[int]] | None:
-    """(column, bit positions) when every group is one of a stored layout; else None."""
-    if ruleset is None or not groups:
-        return None
+def _stored_places(ruleset: Ruleset | None, groups: list[Group]) -> list[tuple[str, int] | None]:
+    """Per group, (the stored column, its bit position there) when it is a group of a stored layout; else None."""
+    if ruleset is None:
+        return [None] * len(groups)
+    place: dict[tuple[str, str, tuple[str, ...]], tuple[str, int]] = {}
     for column, layout in layouts(ruleset).items():
-        if len(layout) > GROUPS_PER_MASK:
-            continue
-        place = {(g.kind, g.key, g.checks): n for n, g in enumerate(layout)}
-        positions = [place.get((g.kind, g.key, g.checks)) for g in groups]
-        if all(p is not None for p in positions):
-            return column, [p for p in positions if p is not None]
-    return None
+        if len(layout) <= GROUPS_PER_MASK:
+            for n, g in enumerate(layout):
+                place.setdefault((g.kind, g.key, g.checks), (column, n))
+    return [place.get((g.kind, g.key, g.checks)) for g in groups]
 
 
-def _accepted_instead_of_failed(layout: list[Group], positions: list[int], counts: list[Counts], scope: Scope, now: datetime,
-                                current: sa.ColumnElement[bool]) -> None:
+def _accepted_instead_of_failed(layout: list[Group], positions: list[int], counts: list[Counts], scope: Scope,
+                                accepted: sa.ColumnElement[bool], current: sa.ColumnElement[bool]) -> None:
     """The stored outcomes leave acceptances out: move an incident from failed to accepted under a group when an
-    acceptance in force covers every failed gap it has there. Only failed findings are read, and only when some
-    acceptance is in force.
+    acceptance in force (``accepted``, as ``accepted_term``) covers every failed gap it has there. Only failed findings
+    are read, and only when some acceptance is in force.
     """
-    accepted = accepted_term(now)
     if isinstance(accepted, sa.sql.elements.False_):
         return
     cte, _ = _outcome_bits(layout, None, "accepted_checks")
@@ -231,12 +274,13 @@ def _accepted_instead_of_failed(layout: list[Group], positions: list[int], count
     else:  # no bitwise aggregate: a sum of distinct single bits is their OR
         failing, unaccepted = sa.func.sum(sa.distinct(group_bit)), sa.func.coalesce(sa.func.sum(sa.distinct(uncovered)), 0)
     # only incidents with a failed gap some acceptance covers: few, where acceptances are few and narrow
+    kinds = _gap_findings(layout)
     covered = (sa.select(Finding.incident_id).join(Incident, Incident.id == Finding.incident_id)
-               .where(Finding.kind == GAP, Finding.status == FAIL, accepted, *scope.conditions(), current))
+               .where(*kinds, Finding.status == FAIL, accepted, *scope.conditions(), current))
     rows = db.session.execute(
         sa.select(failing, unaccepted).select_from(Finding)
         .join(Incident, Incident.id == Finding.incident_id).join(cte, cte.c.check_id == Finding.check_id)
-        .where(Finding.kind == GAP, Finding.status == FAIL, Finding.incident_id.in_(covered))
+        .where(*kinds, Finding.status == FAIL, Finding.incident_id.in_(covered))
         .group_by(Finding.incident_id).having(failing != unaccepted)).all()
     for all_failed, still_failed in rows:
         for c, n in zip(counts, positions, strict=True):
@@ -250,35 +294,44 @@ def coverage(groups: list[Group], scope: Scope, now: datetime, ruleset: Ruleset 
     """One row per group: incidents in scope and how they fared, always from what is stored now.
 
     Given the ruleset, the standard groups read the outcome masks each incident stores with its findings (written in
-    the same transaction, so never behind a sync); acceptances in force are applied from the failed findings; incidents
-    assessed under other mappings are aggregated from their findings, as are other groups (a 2013 control's).
+    the same transaction, so never behind a sync), every stored column in one pass; acceptances in force are applied
+    from the failed findings; incidents assessed under other mappings are aggregated from their findings, as are other
+    groups (a 2013 control's).
     """
     counts = [Counts(g) for g in groups]
     _analytic_memory()
-    stored = _stored_positions(ruleset, groups)
-    if stored is None or ruleset is None:
-        _live(groups, counts, scope, now)
+    places = _stored_places(ruleset, groups)
+    if any(p is None for p in places):
+        live = [n for n, p in enumerate(places) if p is None]
+        _live([groups[n] for n in live], [counts[n] for n in live], scope, now)
+    columns = [c for c in MASK_COLUMNS if any(p is not None and p[0] == c for p in places)]
+    if ruleset is None or not columns:
         total = in_scope_total(scope)
     else:
-        column_name, positions = stored
-        column = getattr(Incident, column_name)
-        current = sa.and_(Incident.assessed_ruleset == ruleset.hash, column.is_not(None))
+        current = {c: sa.and_(Incident.assessed_ruleset == ruleset.hash, getattr(Incident, c).is_not(None)) for c in columns}
+        masks = [sa.case((current[c], getattr(Incident, c)), else_=None) for c in columns]
+        of_column = {c: [(counts[n], p[1]) for n, p in enumerate(places) if p is not None and p[0] == c] for c in columns}
         # incidents share few distinct outcome masks: count them by mask and decode here
-        total = stale = 0
-        for mask, n in db.session.execute(sa.select(sa.case((current, column), else_=None), sa.func.count())
-                                          .where(*scope.conditions()).group_by(sa.case((current, column), else_=None))):
+        total = 0
+        stale = dict.fromkeys(columns, 0)
+        for *stored, n in db.session.execute(sa.select(*masks, sa.func.count()).where(*scope.conditions()).group_by(*masks)):
             total += n
-            if mask is None:
-                stale += n
-                continue
-            for c, position in zip(counts, positions, strict=True):
-                nibble = (mask >> (4 * position)) & 15
-                if nibble:
-                    rank = nibble.bit_length()
-                    setattr(c, _BY_RANK[rank], getattr(c, _BY_RANK[rank]) + n)
-        if stale:  # assessed under other mappings, or before the masks existed: from their findings
-            _live(groups, counts, scope, now, ~current)
-        _accepted_instead_of_failed(layouts(ruleset)[column_name], positions, counts, scope, now, current)
+            for column, mask in zip(columns, stored, strict=True):
+                if mask is None:
+                    stale[column] += n
+                    continue
+                for c, position in of_column[column]:
+                    nibble = (mask >> (4 * position)) & 15
+                    if nibble:
+                        rank = nibble.bit_length()
+                        setattr(c, _BY_RANK[rank], getattr(c, _BY_RANK[rank]) + n)
+        accepted = accepted_term(now)
+        for column in columns:
+            mine = of_column[column]
+            if stale[column]:  # assessed under other mappings, or before the masks existed: from their findings
+                _live([c.group for c, _ in mine], [c for c, _ in mine], scope, now, ~current[column])
+            _accepted_instead_of_failed(layouts(ruleset)[column], [p for _, p in mine], [c for c, _ in mine], scope, accepted,
+                                        current[column])
     for c in counts:
         c.in_scope = c.passed + c.pending + c.accepted + c.failed
         c.not_applicable = total - c.in_scope

@@ -123,10 +123,6 @@ def _unknown(level: int, what: str) -> Criterion:
     return Criterion(level, what, UNKNOWN, None, "not shown by ticket data", "evidence outside the ITSM tool")
 
 
-def _count(where: list[Any], *terms: Any) -> int:
-    return db.session.scalar(sa.select(sa.func.count()).select_from(Incident).where(*where, *terms)) or 0
-
-
 def _automated_channels(ruleset: Ruleset | None) -> list[str]:
     """The channels a check of the loaded mappings counts as detection by systems (event reporting's param)."""
     channels: set[str] = set()
@@ -137,6 +133,29 @@ def _automated_channels(ruleset: Ruleset | None) -> list[str]:
     return sorted(channels) or ["monitoring", "siem", "event_management", "alert"]
 
 
+def _counts(where: list[Any], as_of: datetime, t: Thresholds, channels: list[str]) -> dict[str, Any]:
+    """What the criteria count over the security incidents of the scope, in one pass (on PostgreSQL, over
+    ix_incidents_security alone: the text columns are asked of through the flags the database keeps)."""
+    closed = Incident.state.in_(CLOSED_STATES)
+    serious = Incident.severity.in_(["critical", "high"])
+    serious_old = sa.and_(serious, Incident.opened_at < as_of - t.serious_due)
+    terms: dict[str, Any] = {
+        "prioritised": sa.func.count().filter(Incident.severity.is_not(None), Incident.severity != ""),
+        # forgotten: still open (not resolved, closed or cancelled) longer than the limit
+        "not_forgotten": sa.func.count().filter(sa.or_(Incident.state.in_(ENDED_STATES), Incident.opened_at >= as_of - t.forgotten_after)),
+        "with_business_unit": sa.func.count().filter(Incident.business_unit.is_not(None), Incident.business_unit != ""),
+        "with_actions": sa.func.count().filter(Incident.has_timeline.is_(True)),
+        "last_review": sa.func.max(Incident.closed_at).filter(closed, Incident.has_lessons_learned.is_(True), Incident.closed_at <= as_of),
+        "serious_closed_with_root_cause": sa.func.count().filter(serious, closed, Incident.has_root_cause.is_(True)),
+        "serious_closed": sa.func.count().filter(serious, closed),
+        "serious_old_resolved": sa.func.count().filter(serious_old, Incident.resolved_at.is_not(None)),
+        "serious_old": sa.func.count().filter(serious_old),
+        "system_detected": sa.func.count().filter(Incident.reported_via.in_(channels)),
+    }
+    row = db.session.execute(sa.select(*(v.label(k) for k, v in terms.items())).select_from(Incident).where(*where)).one()
+    return {k: (v if k == "last_review" else int(v or 0)) for k, v in row._mapping.items()}
+
+
 def maturity(scope: Scope, now: datetime, ruleset: Ruleset | None = None, *, thresholds: Thresholds = Thresholds(),
              kpis: ProcessKpis | None = None) -> Maturity:
     t = thresholds
@@ -144,26 +163,23 @@ def maturity(scope: Scope, now: datetime, ruleset: Ruleset | None = None, *, thr
     as_of = k.as_of
     where = security_incidents(scope)
     total = k.security_incidents
+    channels = _automated_channels(ruleset)
+    n = _counts(where, as_of, t, channels)
     criteria = [
-        _share(_count(where, Incident.severity.is_not(None), Incident.severity != ""), total, t.prioritised,
+        _share(n["prioritised"], total, t.prioritised,
                "security incidents are prioritised (a severity on each)", 1, "security incidents"),
         _unknown(1, "prioritisation documents exist and staff know them"),
     ]
-    # forgotten: still open (not resolved, closed or cancelled) longer than the limit
-    not_forgotten = sa.or_(Incident.state.in_(ENDED_STATES), Incident.opened_at >= as_of - t.forgotten_after)
     criteria += [
-        _share(_count(where, not_forgotten), total, t.tracked_to_closure,
+        _share(n["not_forgotten"], total, t.tracked_to_closure,
                f"security incidents are tracked to closure (none left open over {t.forgotten_after.days} days)", 2,
                "security incidents"),
-        _share(_count(where, Incident.business_unit.is_not(None), Incident.business_unit != ""), total, t.with_business_unit,
+        _share(n["with_business_unit"], total, t.with_business_unit,
                "open and closed incidents can be counted by business unit (a business unit on each)", 2, "security incidents"),
         _unknown(2, "specific incidents are covered by handling advice (playbooks)"),
     ]
     units = [u for u in k.by_business_unit if u.business_unit != "(none)"]
-    with_actions = _count(where, sa.func.coalesce(sa.cast(Incident.timeline, sa.Text), "[]").not_in(["[]", "null"]))
-    last_review = db.session.scalar(sa.select(sa.func.max(Incident.closed_at)).where(
-        *where, Incident.state.in_(CLOSED_STATES), sa.func.length(sa.func.trim(sa.func.coalesce(Incident.lessons_learned, ""))) > 0,
-        Incident.closed_at <= as_of))
+    with_actions, last_review = n["with_actions"], n["last_review"]
     if total == 0:
         review = Criterion(3, "lessons are learnt from past incidents (the last review recently)", NO_DATA, None,
                            "no security incidents in the period", f"within {t.review_within.days} days")
@@ -184,25 +200,20 @@ def maturity(scope: Scope, now: datetime, ruleset: Ruleset | None = None, *, thr
         review,
         _unknown(3, "business units contribute to recovery prioritisation and continuity planning"),
     ]
-    serious = [*where, Incident.severity.in_(["critical", "high"])]
-    serious_old = [*serious, Incident.opened_at < as_of - t.serious_due]
     recurring = len(k.recurring)
     criteria += [
-        _share(_count(serious, Incident.state.in_(CLOSED_STATES),
-                      sa.func.length(sa.func.trim(sa.func.coalesce(Incident.root_cause, ""))) > 0),
-               _count(serious, Incident.state.in_(CLOSED_STATES)), t.serious_root_cause,
+        _share(n["serious_closed_with_root_cause"], n["serious_closed"], t.serious_root_cause,
                "serious incidents are root-cause analysed (closed critical and high with a root cause)", 4,
                "closed serious incidents"),
-        _share(_count(serious_old, Incident.resolved_at.is_not(None)), _count(serious_old), t.serious_resolved,
+        _share(n["serious_old_resolved"], n["serious_old"], t.serious_resolved,
                f"serious incidents are resolved (of those opened over {t.serious_due.days} days ago)", 4, "older serious incidents"),
         Criterion(4, "recurring issues are stopped", NO_DATA if total == 0 else MET if k.recurring_stopped == recurring else NOT_MET,
                   k.recurring_stopped, "no recurring incidents" if not recurring else f"{k.recurring_stopped} of {recurring} stopped",
                   "every recurring group stopped"),
         _unknown(4, "business continuity incidents are tracked to closure organisation-wide"),
     ]
-    channels = _automated_channels(ruleset)
     criteria += [
-        _share(_count(where, Incident.reported_via.in_(channels)), total, t.system_detected,
+        _share(n["system_detected"], total, t.system_detected,
                f"security issues are identified by systems ({', '.join(channels)}) rather than by hand", 5, "security incidents"),
         _unknown(5, "potential disruptions are avoided and near incidents managed in advance"),
     ]

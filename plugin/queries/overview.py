@@ -7,19 +7,23 @@ acceptance in force covers), controls as ``coverage`` counts them (incidents fai
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from ..extensions import db
-from ..models import Finding, Incident
-from ..rules.model import GAP, PENDING, Ruleset
+from ..models import Finding, Incident, SyncRun
+from ..rules.model import FAIL, GAP, PENDING, Ruleset
 from . import coverage as cov
-from .acceptance import accepted_term, open_gap_clause
+from .acceptance import accepted_term
+from .kpis import security_incidents
 from .scope import Scope
-from .status import SourceStatus, source_status
+from .status import SourceStatus, sync_status
 
 WORST = 5
 DUE_WITHIN = timedelta(hours=24)
@@ -91,41 +95,110 @@ def weeks_of(scope: Scope, now: datetime) -> list[datetime]:
 
 
 def overview(ruleset: Ruleset, scope: Scope, now: datetime, sources: Iterable[str]) -> Overview:
-    where = scope.conditions()
-    open_gaps = db.session.scalar(sa.select(sa.func.count()).select_from(Finding).join(Incident, Incident.id == Finding.incident_id)
-                                  .where(open_gap_clause(now), *where)) or 0
-    in_scope = db.session.scalar(sa.select(sa.func.count()).select_from(Incident).where(*where)) or 0
-    with_open_gap = sa.exists().where(Finding.incident_id == Incident.id, open_gap_clause(now)).correlate(Incident)
-    security, clear = db.session.execute(sa.select(sa.func.count(), sa.func.count().filter(~with_open_gap))
-                                         .select_from(Incident).where(Incident.is_security.is_(True), *where)).one()
+    cov._analytic_memory()
+    accepted = accepted_term(now)
+    weeks, open_gaps = _gap_history(scope, now, None, accepted)
+    # the KPIs' population: security incidents of record type incident (events and weaknesses are not)
+    security = sa.and_(*security_incidents(scope))
+    if isinstance(accepted, sa.sql.elements.False_):  # no acceptance in force: one hashed list of the incidents with a failed gap
+        with_open_gap: sa.ColumnElement[bool] = Incident.id.in_(sa.select(Finding.incident_id).where(Finding.is_open_gap))
+    else:
+        with_open_gap = sa.exists().where(Finding.incident_id == Incident.id, Finding.is_open_gap, ~accepted).correlate(Incident)
+    in_scope, security_count, clear = db.session.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(security), sa.func.count().filter(security, ~with_open_gap))
+        .select_from(Incident).where(*scope.conditions())).one()
     controls = cov.coverage(cov.control_groups(ruleset), scope, now, ruleset)
     worst = sorted((c for c in controls if c.failed), key=lambda c: (-c.failed, -(c.failed / c.in_scope if c.in_scope else 0),
                                                                        cov._control_order(c.group.key)))[:WORST]
     due, due_total = due_soon(ruleset, scope, now)
-    return Overview(scope, now, int(open_gaps), int(in_scope), int(security or 0), int(clear or 0), trend(scope, now), worst, due,
-                    due_total, source_status(list(sources), now))
+    return Overview(scope, now, open_gaps, int(in_scope or 0), int(security_count or 0), int(clear or 0), weeks, worst, due,
+                    due_total, sync_status(list(sources)))
 
 
-def trend(scope: Scope, now: datetime) -> list[Week]:
-    """Per week: the gaps open at its end, opened in it and resolved in it, in one pass over the gaps that ever failed.
+def trend(scope: Scope, now: datetime, checks: Sequence[str] | None = None) -> list[Week]:
+    """Per week: the gaps open at its end, opened in it and resolved in it, in one pass over the gaps that ever failed
+    (of ``checks`` only, when given: a control's).
 
     A gap keeps when it opened and, once it came to pass, when it did; a gap under a risk acceptance in force now
-    is left out of every week, as it is out of the open gaps now.
+    is left out of every week, as it is out of the open gaps now. A gap found when GapBridge first saw its incident
+    (the first sync of a tool's history) was there before: it counts from the incident's opening, not from the sync.
     """
+    cov._analytic_memory()
+    return _gap_history(scope, now, checks, accepted_term(now))[0]
+
+
+def _gap_history(scope: Scope, now: datetime, checks: Sequence[str] | None,
+                 accepted: sa.ColumnElement[bool]) -> tuple[list[Week], int]:
+    """The weeks of ``trend`` and the open gaps now (as ``open_gap_clause`` counts them), of ``checks`` when given."""
     starts = weeks_of(scope, now)
+    ends = [min(start + timedelta(weeks=1), now) for start in starts]
     f = Finding
-    opened_at, resolved_at = f.first_failed_at, f.resolved_at
+    of_checks = [f.check_id.in_(list(checks) or [""])] if checks is not None else []
+    if db.engine.dialect.name != "postgresql":
+        return _weeks_by_filters(scope, now, starts, ends, of_checks, accepted), int(db.session.scalar(
+            sa.select(sa.func.count()).select_from(f).join(Incident, Incident.id == f.incident_id)
+            .where(f.is_open_gap, ~accepted, *of_checks, *scope.conditions())) or 0)
+    # One pass over the gaps that fail or ever failed (ix_findings_gaps), grouped by where their times fall among the
+    # week bounds: a few hundred groups, summed here per week, instead of three filtered counts per week over every row.
+    # A time x falls after ``at_or_after(x)`` bounds (bound <= x) and strictly after ``after(x)`` of them (bound < x:
+    # bound + 1 us <= x, times being whole microseconds): "<" and "<=" as the weeks' terms ask.
+    bounds = [*starts, ends[-1]]
+    array = postgresql.ARRAY(sa.DateTime(timezone=True))
+    at_or_after = sa.bindparam("trend_bounds", bounds, type_=array)
+    after = sa.bindparam("trend_bounds_after", [b + timedelta(microseconds=1) for b in bounds], type_=array)
+    # when the gap opened (``_opened_at``): LEAST, which passes over a NULL, spelled for PostgreSQL
+    opened_at = sa.case((f.first_failed_at <= Incident.first_seen_at, sa.func.least(Incident.opened_at, f.first_failed_at)),
+                        else_=f.first_failed_at)
+    keys = [f.status == FAIL, sa.and_(f.status == FAIL, accepted), f.first_failed_at.is_not(None),
+            sa.func.width_bucket(opened_at, at_or_after), sa.func.width_bucket(opened_at, after),
+            sa.func.width_bucket(f.resolved_at, at_or_after), sa.func.width_bucket(f.resolved_at, after)]
+    rows: Any = db.session.execute(sa.select(*keys, sa.func.count()).select_from(f).join(Incident, Incident.id == f.incident_id).where(
+        f.kind == GAP, sa.or_(f.status == FAIL, f.first_failed_at.is_not(None)), *of_checks, *scope.conditions())
+        # by position: with no acceptance in force a key is the constant false, which GROUP BY refuses as an expression
+        .group_by(*(sa.literal_column(str(n)) for n in range(1, len(keys) + 1))))
+    n = len(starts)
+    open_at_end, opened, resolved = [0] * n, [0] * n, [0] * n
+    open_now = 0
+    for failing, excluded, ever_failed, o_from, o_after, r_from, r_after, count in rows:
+        if failing and not excluded:
+            open_now += count
+        # the trend's gaps: one that failed, opened before the last week's end, not resolved before the first week
+        if excluded or not ever_failed or o_from is None or o_from > n or (r_from is not None and r_from < 1):
+            continue
+        for k, end in enumerate(ends):
+            # bounds[k + 1] is the week's end: opened at or before it, and still failing or resolved after it
+            if o_after <= k + 1 and (failing or (end < now and r_after is not None and r_after >= k + 2)):
+                open_at_end[k] += count
+        if 1 <= o_from <= n:
+            opened[o_from - 1] += count
+        if r_from is not None and 1 <= r_from <= n:
+            resolved[r_from - 1] += count
+    return [Week(s, open_at_end[k], opened[k], resolved[k]) for k, s in enumerate(starts)], open_now
+
+
+def _opened_at() -> sa.ColumnElement[datetime]:
+    """When a gap opened, for the trend: a gap found at the incident's first sight counts from the incident's opening."""
+    f = Finding
+    found_at_first_sight = sa.and_(f.first_failed_at <= Incident.first_seen_at, Incident.opened_at.is_not(None),
+                                   Incident.opened_at < f.first_failed_at)
+    return sa.case((found_at_first_sight, Incident.opened_at), else_=f.first_failed_at)
+
+
+def _weeks_by_filters(scope: Scope, now: datetime, starts: list[datetime], ends: list[datetime], of_checks: list[Any],
+                      accepted: sa.ColumnElement[bool]) -> list[Week]:
+    """The weeks as three filtered counts each (SQLite: no width_bucket)."""
+    f = Finding
+    opened_at, resolved_at = _opened_at(), f.resolved_at
     columns = []
-    for start in starts:
-        end = min(start + timedelta(weeks=1), now)
-        still_open = sa.or_(f.status == "fail", resolved_at > end) if end < now else f.status == "fail"
+    for start, end in zip(starts, ends, strict=True):
+        still_open = sa.or_(f.status == FAIL, resolved_at > end) if end < now else f.status == FAIL
         columns += [sa.func.count().filter(opened_at <= end, still_open),
                     sa.func.count().filter(opened_at >= start, opened_at < end),
                     sa.func.count().filter(resolved_at >= start, resolved_at < end)]
     row = db.session.execute(sa.select(*columns).select_from(f).join(Incident, Incident.id == f.incident_id).where(
-        f.kind == GAP, opened_at.is_not(None), opened_at < min(starts[-1] + timedelta(weeks=1), now),
-        sa.or_(resolved_at.is_(None), resolved_at >= starts[0]), ~sa.and_(f.status == "fail", accepted_term(now)),
-        *scope.conditions())).one()
+        f.kind == GAP, f.first_failed_at.is_not(None), opened_at < ends[-1],
+        sa.or_(resolved_at.is_(None), resolved_at >= starts[0]), ~sa.and_(f.status == FAIL, accepted),
+        *of_checks, *scope.conditions())).one()
     return [Week(start, int(row[3 * n]), int(row[3 * n + 1]), int(row[3 * n + 2])) for n, start in enumerate(starts)]
 
 
@@ -140,11 +213,32 @@ def due_soon(ruleset: Ruleset, scope: Scope, now: datetime, limit: int = 20) -> 
     return [DueClock(r.incident_id, r.number, r.url, r.check_id, titles.get(r.check_id, r.check_id), r.due_at) for r in rows], int(total)
 
 
+def known_sources(configured: Iterable[str]) -> list[str]:
+    """The configured connector instances, then any other source that has synced (one since removed from the config)."""
+    synced = db.session.scalars(sa.select(SyncRun.source).distinct())
+    return list(dict.fromkeys([*configured, *sorted(synced)]))
+
+
+CHOICES_SECONDS = 60.0
+CHOICES_KEY = "gapbridge.filter_choices"  # in the app's extensions: (when read, values)
+
+
 def choices() -> dict[str, list[str]]:
-    """The values the filters offer: those the assessed incidents carry."""
-    out = {}
-    for name in ("business_unit", "source", "severity", "record_type"):
-        column = getattr(Incident, name)
-        out[name] = sorted(v for v in db.session.scalars(sa.select(column).where(column.is_not(None),
-                                                                                 Incident.assessed_ruleset.is_not(None)).distinct()))
+    """The values the filters offer: those the stored incidents carry. Read at most once a minute (a pass over the
+    incidents, a fifth of a page's time); a value new since shows in the form within the minute."""
+    from flask import current_app
+
+    cached = current_app.extensions.get(CHOICES_KEY)
+    if cached is not None and time.monotonic() - cached[0] < CHOICES_SECONDS:
+        return cached[1]
+    names = ("business_unit", "source", "severity", "record_type")
+    columns = [getattr(Incident, name) for name in names]
+    # one pass for the four (on PostgreSQL over ix_incidents_scope alone): the combinations are few
+    seen: dict[str, set[str]] = {name: set() for name in names}
+    for row in db.session.execute(sa.select(*columns).group_by(*columns)):
+        for name, value in zip(names, row, strict=True):
+            if value is not None and value != "":
+                seen[name].add(value)
+    out = {name: sorted(values) for name, values in seen.items()}
+    current_app.extensions[CHOICES_KEY] = (time.monotonic(), out)
     return out

@@ -130,9 +130,15 @@ def open_gaps_by_control(now: datetime) -> dict[tuple[str, str], int]:
     return dict(counts)
 
 
-def source_status(sources: Iterable[str], now: datetime) -> list[SourceStatus]:
-    """The status of each of ``sources`` (the configured connector instances), in that order."""
+def sync_status(sources: Iterable[str]) -> list[SourceStatus]:
+    """Only the syncs of each of ``sources`` (newest run, newest finished, last success): what a page shows of each
+    source, without the outbox and gap counts ``source_status`` adds."""
     out = {s: SourceStatus(s) for s in sources}
+    _add_syncs(out)
+    return list(out.values())
+
+
+def _add_syncs(out: dict[str, SourceStatus]) -> None:
     for source, run in _newest_runs(None).items():
         if source in out:
             out[source].last_run = run
@@ -142,6 +148,12 @@ def source_status(sources: Iterable[str], now: datetime) -> list[SourceStatus]:
     for source, at in last_success().items():
         if source in out:
             out[source].last_success_at = at
+
+
+def source_status(sources: Iterable[str], now: datetime) -> list[SourceStatus]:
+    """The status of each of ``sources`` (the configured connector instances), in that order."""
+    out = {s: SourceStatus(s) for s in sources}
+    _add_syncs(out)
     for source, at in bookmarks().items():
         if source in out:
             out[source].bookmark_updated_at = at

@@ -24,7 +24,7 @@ from connectors.canonical import FIELDS, OPEN_STATES
 from ..db.bulk import JsonText, bulk_update, column_encoder, heap_frozen, insert_encoded, one_of
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
-from ..queries.coverage import MASK_RANK, mask_bits, stored_masks
+from ..queries.coverage import MASK_COLUMNS, MASK_RANK, mask_bits, stored_masks
 from ..rules.across import evaluate_across_detailed
 from ..rules.model import FAIL, NOT_APPLICABLE, PASS, PENDING, Ruleset
 from . import audit, shutdown
@@ -59,6 +59,7 @@ def stale_condition(ruleset_hash: str, now: datetime, time_sensitive_minutes: in
         t.assessed_ruleset != ruleset_hash,
         t.assessed_revision != t.revision,
         t.control_outcomes.is_(None),  # assessed before the masks existed (migration 0006)
+        t.cell_outcomes.is_(None),  # or before the heatmap cells' (0012), when that migration had no mappings to fill them
         sa.and_(t.state.in_(OPEN_STATES), t.last_assessed_on < cutoff),
         t.id.in_(sa.select(ft.incident_id).where(ft.status == PENDING, ft.due_at <= now)),
     )
@@ -147,7 +148,7 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     n_checks = len(ruleset.incident_checks)
     # each incident's outcome per control and sub-process, from the outcomes in hand and its stored across-incident findings
     bits = mask_bits(ruleset)
-    masks = {r.id: [0, 0] for r in rows}
+    masks = {r.id: [0] * len(MASK_COLUMNS) for r in rows}
     across_gaps = [c.id for c in ruleset.across_checks if c.id in bits]
     if ids and across_gaps:
         for held in db.session.execute(sa.select(ft.c.incident_id, ft.c.check_id, ft.c.status).where(
@@ -190,26 +191,26 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     insert_encoded(ft, FINDING_COLUMNS, findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
-                                                 "last_assessed_on": now, "control_outcomes": masks[r.id][0],
-                                                 "subprocess_outcomes": masks[r.id][1]} for r in rows])
+                                                 "last_assessed_on": now, **dict(zip(MASK_COLUMNS, masks[r.id], strict=True))}
+                                               for r in rows])
     else:  # the sync wrote the assessment columns with the incident (and the masks of those new, masks_written)
-        bulk_update(Incident.__table__, "id", [{"id": r.id, "control_outcomes": masks[r.id][0], "subprocess_outcomes": masks[r.id][1]}
+        bulk_update(Incident.__table__, "id", [{"id": r.id, **dict(zip(MASK_COLUMNS, masks[r.id], strict=True))}
                                                for r in rows if r.id not in masks_written])
     audit.record_many(events)
     summary.assessed += len(rows)
 
 
-def outcome_masks(ruleset: Ruleset, outcomes: Sequence[Outcome]) -> tuple[int, int]:
-    """An incident's (control_outcomes, subprocess_outcomes) from its incident-check outcomes alone.
+def outcome_masks(ruleset: Ruleset, outcomes: Sequence[Outcome]) -> tuple[int, ...]:
+    """An incident's masks (``MASK_COLUMNS``: control, sub-process, cell outcomes) from its incident-check outcomes alone.
 
     What ``store_outcomes`` writes for an incident with no findings stored yet (no across-incident
     findings to add): the sync writes these with the incidents it stores for the first time.
     """
     bits = mask_bits(ruleset)
-    mask = [0, 0]
+    mask = [0] * len(MASK_COLUMNS)
     for check_id, status, _, _ in outcomes:
         _set_bits(mask, bits, check_id, status)
-    return mask[0], mask[1]
+    return tuple(mask)
 
 
 def _set_bits(mask: list[int], bits: Mapping[str, list[tuple[int, int]]], check_id: str, status: str) -> None:

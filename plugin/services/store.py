@@ -17,6 +17,7 @@ from connectors.canonical import FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, parse_
 from ..db.bulk import cheap_compression, column_encoder, copy_rows, insert_sql, json_text, one_of
 from ..extensions import db
 from ..models import Incident
+from ..queries.coverage import MASK_COLUMNS
 
 log = logging.getLogger("gapbridge.store")
 
@@ -34,7 +35,7 @@ def content_hash(incident: Mapping[str, Any]) -> str:
 _PREPARED_COLUMNS = [*FIELDS, "raw", "content_hash", "first_seen_at", "last_synced_at"]
 _STORE_COLUMNS = ["revision", "assessed_ruleset", "assessed_revision", "last_assessed_on"]
 _ASSESSMENT_COLUMNS = ("assessed_ruleset", "assessed_revision", "last_assessed_on")
-_MASK_COLUMNS = ("control_outcomes", "subprocess_outcomes")
+_MASK_COLUMNS = MASK_COLUMNS
 _INCIDENT_UPDATE = [c for c in [*_PREPARED_COLUMNS, *_STORE_COLUMNS]
                     if c not in ("source", "external_id", "first_seen_at", *_ASSESSMENT_COLUMNS)]
 
@@ -78,7 +79,7 @@ class Upserted:
     new: list[str]  # external ids stored for the first time
 
 
-Masks = tuple[int, int]  # an incident's control_outcomes and subprocess_outcomes
+Masks = tuple[int, ...]  # an incident's outcome masks, MASK_COLUMNS in order
 
 
 def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ruleset_hash: str | None = None,
@@ -128,7 +129,7 @@ def upsert_incidents(source: str, incidents: EncodedIncidents, now: datetime, ru
             revision = before.revision + 1  # one writer per source: the sync lease
         else:
             revision = before.revision
-        mask: tuple[Any, Any] = with_masks[n] if with_masks is not None and before is None else (None, None)
+        mask: tuple[Any, ...] = with_masks[n] if with_masks is not None and before is None else (None,) * len(_MASK_COLUMNS)
         if ruleset_hash and (before is None or (before.assessed_ruleset, before.assessed_revision) != (ruleset_hash, revision)):
             rows.append((*prepared, revision, ruleset_hash, revision, assessed_on, *mask))
             stale.append(external_id)

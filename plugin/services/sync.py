@@ -147,7 +147,7 @@ class PreparedPage:
     prepared_at: datetime
     outcomes: dict[str, list[Outcome]] | None = None  # by external id, with a ruleset
     outcomes_ruleset: str | None = None
-    masks: list[tuple[int, int]] | None = None  # of each incident, in order, from its outcomes (``outcome_masks``)
+    masks: list[tuple[int, ...]] | None = None  # of each incident, in order, from its outcomes (``outcome_masks``)
 
 
 def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dialect: str) -> PreparedPage:

@@ -31,8 +31,9 @@ bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="
 def init_dashboard(app: Flask, options: Mapping[str, Any]) -> None:
     """Session cookies, the secret key and the clock from ``dashboard.*`` of the configuration, then the blueprint."""
     security.init_app(app, options)
+    figures.install(app.jinja_env)  # the charts and number filters the pages' partials call, as the PDF report's do
     app.register_blueprint(bp)
 
 
 # each module adds its views and hooks to ``bp`` when imported
-from . import pages, security, signin  # noqa: E402,F401
+from . import figures, pages, reports, risks, security, signin  # noqa: E402,F401
