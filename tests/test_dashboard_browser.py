@@ -61,7 +61,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, _migrated: str) -> Iterator
             yield f"http://127.0.0.1:{server.server_port}", app
         finally:
             server.shutdown()
+            server.server_close()
             empty_tables(app)
+            from plugin.extensions import db
+
+            with app.app_context():  # the pool's connections closed now, not by the collector during a later test
+                db.session.remove()
+                db.engine.dispose()
 
 
 @pytest.fixture(scope="module")
