@@ -99,15 +99,15 @@ def overview(ruleset: Ruleset, scope: Scope, now: datetime, sources: Iterable[st
     accepted = accepted_term(now)
     weeks, open_gaps = _gap_history(scope, now, None, accepted)
     # the KPIs' population: security incidents of record type incident (events and weaknesses are not)
-    security = sa.and_(*security_incidents(scope))
+    security = sa.and_(*security_incidents(Scope()))  # within the query's scope
     if isinstance(accepted, sa.sql.elements.False_):  # no acceptance in force: one hashed list of the incidents with a failed gap
         with_open_gap: sa.ColumnElement[bool] = Incident.id.in_(sa.select(Finding.incident_id).where(Finding.is_open_gap))
     else:
         with_open_gap = sa.exists().where(Finding.incident_id == Incident.id, Finding.is_open_gap, ~accepted).correlate(Incident)
-    in_scope, security_count, clear = db.session.execute(
-        sa.select(sa.func.count(), sa.func.count().filter(security), sa.func.count().filter(security, ~with_open_gap))
-        .select_from(Incident).where(*scope.conditions())).one()
-    controls = cov.coverage(cov.control_groups(ruleset), scope, now, ruleset)
+    # counted in coverage's pass over the incidents
+    controls, in_scope, tallied = cov.coverage_and_tallies(cov.control_groups(ruleset), scope, now, ruleset,
+                                                          {"security": security, "clear": sa.and_(security, ~with_open_gap)})
+    security_count, clear = tallied["security"], tallied["clear"]
     worst = sorted((c for c in controls if c.failed), key=lambda c: (-c.failed, -(c.failed / c.in_scope if c.in_scope else 0),
                                                                        cov._control_order(c.group.key)))[:WORST]
     due, due_total = due_soon(ruleset, scope, now)
