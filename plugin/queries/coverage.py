@@ -84,15 +84,24 @@ def cell_groups(ruleset: Ruleset) -> list[Group]:
               for g in groups}
     out: dict[frozenset[str], Group] = {}
     for edition in EDITIONS:
-        annex_a = [c for c in ruleset.catalogue.controls[edition].values() if c.kind == "annex_a"]
-        for control in sorted(annex_a, key=lambda c: _control_order(c.id)):
+        for control in annex_a_controls(ruleset, edition):
             checks = cq.checks_of(ruleset, control)
             for sid in ruleset.subprocesses:
-                mine = [c for c in checks if c.subprocess == sid]
-                deciding = frozenset(c.id for c in ([c for c in mine if c.kind == GAP] or mine))
+                deciding = frozenset(c.id for c in deciding_checks([c for c in checks if c.subprocess == sid]))
                 if deciding and deciding not in stored and deciding not in out:
                     out[deciding] = Group("cell", "+".join(sorted(deciding)), f"{sid} × {control.id}", tuple(sorted(deciding)), edition)
     return list(out.values())
+
+
+def annex_a_controls(ruleset: Ruleset, edition: str) -> list[Any]:
+    """The Annex A controls of ``edition``, in the standard's order: the heatmap's columns."""
+    annex_a = [c for c in ruleset.catalogue.controls[edition].values() if c.kind == "annex_a"]
+    return sorted(annex_a, key=lambda c: _control_order(c.id))
+
+
+def deciding_checks(mine: list[Any]) -> list[Any]:
+    """Of a sub-process's checks testing a control, those that decide its heatmap cell: the gap checks, if it has any."""
+    return [c for c in mine if c.kind == GAP] or mine
 
 
 def _gap_findings(groups: list[Group]) -> list[sa.ColumnElement[bool]]:

@@ -122,8 +122,7 @@ def layout(ruleset: Ruleset, edition: str = "2022") -> tuple[list[Row], list[Col
     rows = [Row(sid, sub.name) for sid, sub in ruleset.subprocesses.items()]
     columns: list[Column] = []
     cells: list[Cell] = []
-    annex_a = [c for c in ruleset.catalogue.controls[edition].values() if c.kind == "annex_a"]
-    for control in sorted(annex_a, key=lambda c: cov._control_order(c.id)):
+    for control in cov.annex_a_controls(ruleset, edition):
         checks = cq.checks_of(ruleset, control)
         if not checks:
             continue
@@ -131,7 +130,7 @@ def layout(ruleset: Ruleset, edition: str = "2022") -> tuple[list[Row], list[Col
         columns.append(Column(control.id, control.title, tuple(ids22), tuple(ids13)))
         for row in rows:
             mine = [c for c in checks if c.subprocess == row.id]
-            deciding = [c for c in mine if c.kind == GAP] or mine
+            deciding = cov.deciding_checks(mine)
             if not deciding:
                 continue
             relation, rationale = _relation(ruleset, row.id, ids22, mine)

@@ -40,6 +40,7 @@ def detail(incident: Incident, ruleset: Ruleset, now: datetime) -> dict[str, Any
     body: dict[str, Any] = {**columns(incident), "findings": findings}
     body["open_gaps"] = sum(1 for f in findings if f.is_open_gap and f.check_id not in accepted)
     body["accepted"] = len(accepted)
+    body["accepted_checks"] = sorted(accepted)  # for the dashboard's incident page (the API's schema leaves it out)
     body["improvements"] = sum(1 for f in findings if f.status == FAIL and not f.is_open_gap)
     body["pending"] = sum(1 for f in findings if f.status == PENDING)
     # not applicable is stored as the absence of a finding under the ruleset the incident was assessed with

@@ -13,11 +13,11 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ...queries.scope import Scope
+from ...rules.catalogue import EDITIONS
 from ...schemas.common import parse_period
 
 FIELDS = ("business_unit", "source", "severity", "record_type")
 LABELS = {"period": "Period", "business_unit": "Business unit", "source": "Source", "severity": "Severity", "record_type": "Record type"}
-EDITIONS = ("2022", "2013")
 MAX_VALUE = 255
 
 

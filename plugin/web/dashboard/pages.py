@@ -16,7 +16,6 @@ from ...queries import controls as cq
 from ...queries import coverage as cov
 from ...queries import heatmap as hm
 from ...queries import incidents as iq
-from ...queries.acceptance import reaches
 from ...queries.kpis import process_kpis
 from ...queries.maturity import maturity
 from ...queries.overview import choices, known_sources, overview, trend
@@ -142,8 +141,7 @@ def _incident_page(found: Incident) -> Any:
     now = utcnow()
     body = iq.detail(found, ruleset, now)
     checks = {c.id: c for c in ruleset.checks}
-    accepted_checks = {a.check_id for a in risk.list_acceptances(status=risk.ACTIVE, now=now, limit=1000) if reaches(a, found)}
-    return render_template("incident.html", filters=parse({}), incident=found, body=body, checks=checks, accepted_checks=accepted_checks,
+    return render_template("incident.html", filters=parse({}), incident=found, body=body, checks=checks, accepted_checks=set(body["accepted_checks"]),
                            now=now)
 
 
