@@ -6,6 +6,11 @@
 ``(a=1 AND (b>2 OR c=3)) OR d=4``), ``^NQ`` starts a new query ORed with the others,
 ``ORDERBY``/``ORDERBYDESC`` sort in the order given. Anything not understood raises
 ``QueryError``: a demo that silently ignored a condition would hide connector bugs.
+
+A condition on a field the table does not have is what a real instance treats differently:
+it drops the condition and answers as if it were not there, unless the system property
+``glide.invalid_query.returns_no_rows`` is true (then nothing matches). ``unknown_fields``
+chooses: ``error`` (the demo's strict default), ``ignore`` or ``no_rows``.
 """
 
 from __future__ import annotations
@@ -27,12 +32,19 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _condition(text: str, columns: Collection[str], integers: Collection[str]) -> tuple[str, list[str | int]]:
+UNKNOWN_FIELD_MODES = ("error", "ignore", "no_rows")
+
+
+def _condition(text: str, columns: Collection[str], integers: Collection[str], unknown_fields: str = "error") -> tuple[str, list[str | int]]:
     m = _CONDITION.match(text)
     if not m:
         raise QueryError(f"cannot parse condition {text!r}")
     field, op, value = m.groups()
     if field not in columns:
+        if unknown_fields == "ignore":
+            return "1", []
+        if unknown_fields == "no_rows":
+            return "0", []
         raise QueryError(f"unknown field {field!r}")
     col = f'"{field}"'
     if op in ("ISEMPTY", "ISNOTEMPTY"):
@@ -56,7 +68,8 @@ def _condition(text: str, columns: Collection[str], integers: Collection[str]) -
     return f"{col} {op} ?", [value]
 
 
-def translate(query: str, columns: Collection[str], integers: Collection[str] = (), tiebreak: str = "sys_id") -> tuple[str, list[str | int], str]:
+def translate(query: str, columns: Collection[str], integers: Collection[str] = (), tiebreak: str = "sys_id",
+              unknown_fields: str = "error") -> tuple[str, list[str | int], str]:
     """(WHERE clause, parameters, ORDER BY clause) for an encoded query.
 
     ``tiebreak`` ends the order, in the direction of the last ORDERBY, so that pages are stable.
@@ -83,10 +96,10 @@ def translate(query: str, columns: Collection[str], integers: Collection[str] = 
             if token.startswith("OR"):
                 if not ands:
                     raise QueryError(f"{token!r} has no condition before it to OR with")
-                sql, p = _condition(token[2:], columns, integers)
+                sql, p = _condition(token[2:], columns, integers, unknown_fields)
                 ands[-1].append(sql)
             else:
-                sql, p = _condition(token, columns, integers)
+                sql, p = _condition(token, columns, integers, unknown_fields)
                 ands.append([sql])
             params.extend(p)
         if ands:  # a group of only ORDERBY adds no condition

@@ -14,18 +14,18 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from . import seed as sd
-from .query import QueryError, translate
+from .query import UNKNOWN_FIELD_MODES, QueryError, translate
 
 USER, PASSWORD = "admin", "admin"
 CLIENT_ID, CLIENT_SECRET = "gapbridge", "demo-secret"
@@ -70,6 +70,10 @@ class DemoITSM:
         self._tokens: dict[str, float] = {}  # access token -> monotonic expiry
         self._refresh_tokens: set[str] = set()
         self._faults: list[dict[str, Any]] = []
+        # what a real instance does that a strict demo would not: ACLs that hide rows after the page limit is applied
+        # (short or empty pages with more to follow), and conditions on unknown fields dropped from a query
+        self.hidden: set[str] = set()  # sys_ids the integration user may not read
+        self.unknown_query_fields = "error"  # error | ignore (ServiceNow's default) | no_rows (glide.invalid_query.returns_no_rows)
         self._stats: dict[str, int] = {"failed_injected": 0}
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -168,19 +172,30 @@ class DemoITSM:
         return rec["sys_id"]
 
     def fail_next(self, count: int, status: int = 503, retry_after: int | float | str | None = None, methods: Iterable[str] | None = None,
-                  path_prefix: str | None = None, body: str | None = None) -> None:
+                  path_prefix: str | None = None, body: str | None = None, rate_limit: dict[str, str] | None = None,
+                  cut_body: bool = False) -> None:
         """Answer the next ``count`` matching requests with ``status`` (a ServiceNow error body, or ``body`` verbatim).
 
+        ``rate_limit``: X-RateLimit-* headers to send with it (``{"Limit": "100", "Reset": "<epoch>", "Rule": "..."}``).
+        ``cut_body``: answer the request for real but close the connection halfway through the body (``status`` unused).
         ``count=0`` clears every pending fault.
         """
         if isinstance(count, bool) or not isinstance(count, int) or count < 0 or not 100 <= int(status) <= 599:
             raise ValueError("count must be a whole number >= 0 and status an HTTP status")
+        if rate_limit is not None and not (isinstance(rate_limit, dict) and set(rate_limit) <= {"Limit", "Remaining", "Reset", "Rule"}):
+            raise ValueError("rate_limit takes Limit, Remaining, Reset and Rule")
         with self._lock:
             if count == 0:
                 self._faults.clear()
                 return
             self._faults.append({"count": int(count), "status": int(status), "retry_after": retry_after, "body": body,
-                                 "methods": {m.upper() for m in methods} if methods else None, "path_prefix": path_prefix})
+                                 "methods": {m.upper() for m in methods} if methods else None, "path_prefix": path_prefix,
+                                 "rate_limit": dict(rate_limit or {}), "cut_body": bool(cut_body)})
+
+    def hide(self, sys_ids: Iterable[str]) -> None:
+        """Rows the integration user's ACLs hide from now on: counted and paged over, never answered."""
+        with self._lock:
+            self.hidden.update(sys_ids)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -341,7 +356,11 @@ def _create_app(sn: DemoITSM) -> Flask:
         fault = sn._fault_for(request.method, request.path)
         if fault is None:
             return None
+        if fault["cut_body"]:
+            g.cut_body = True  # answered by the view, then cut (after_request)
+            return None
         headers = {"Retry-After": str(fault["retry_after"])} if fault["retry_after"] is not None else {}
+        headers.update({f"X-RateLimit-{k}": str(v) for k, v in fault["rate_limit"].items()})
         if fault["body"] is not None:
             return Response(fault["body"], status=fault["status"], headers=headers,
                             mimetype="text/html" if fault["body"].lstrip().startswith("<") else "text/plain")
@@ -350,6 +369,23 @@ def _create_app(sn: DemoITSM) -> Flask:
         except ValueError:
             phrase = "Error"
         return _json({"error": {"message": phrase, "detail": "injected by demo_itsm"}, "status": "failure"}, fault["status"], headers)
+
+    @app.after_request
+    def cut_the_body(response: Response) -> Response:
+        if not g.get("cut_body"):
+            return response
+        whole = response.get_data()
+
+        def half_then_close() -> Iterator[bytes]:
+            yield whole[: max(1, len(whole) // 2)]
+            raise ConnectionAbortedError("demo_itsm: connection closed mid-body, as asked")
+
+        # chunked, without a length: the client sees the stream end before its last chunk
+        cut = Response(half_then_close(), status=response.status_code, mimetype=response.mimetype)
+        for key, value in response.headers.items():
+            if key.lower() not in ("content-length", "content-type"):
+                cut.headers[key] = value
+        return cut
 
     def authenticated() -> str | None:
         return sn._user()
@@ -411,7 +447,8 @@ def _create_app(sn: DemoITSM) -> Flask:
         try:
             where, params, order = translate(request.args.get("sysparm_query", ""), columns,
                                              sd.INTEGER_COLUMNS if table == "incident" else (),
-                                             tiebreak="sys_id" if table == "incident" else "seq")
+                                             tiebreak="sys_id" if table == "incident" else "seq",
+                                             unknown_fields=sn.unknown_query_fields)
         except QueryError as e:
             return _json({"error": {"message": f"Invalid query: {e}"}, "status": "failure"}, 400)
         fields = [f for f in fields if f in columns] if fields else list(columns)
@@ -424,6 +461,8 @@ def _create_app(sn: DemoITSM) -> Flask:
             rows = [dict(r) for r in sn._db.execute(
                 f"SELECT {select} FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} ORDER BY {unindexed} "
                 f"LIMIT ? OFFSET ?) ORDER BY {order}", [*params, limit, offset])]
+            if sn.hidden and table == "incident":  # ACLs filter after the limit: the page comes back short
+                rows = [r for r in rows if r["sys_id"] not in sn.hidden]
             result = sn._render(rows, fields, display, no_links) if table == "incident" else _plain_rows(rows, fields, display)
         return _json({"result": result}, headers={"X-Total-Count": str(total), "Link": _links(limit, offset, total)})
 
@@ -478,7 +517,7 @@ def _create_app(sn: DemoITSM) -> Flask:
         body = request.get_json(silent=True, force=True)
         if not isinstance(body, dict):
             return _error(400, "expected a JSON object")
-        allowed = {"count", "status", "retry_after", "methods", "path_prefix", "body"}
+        allowed = {"count", "status", "retry_after", "methods", "path_prefix", "body", "rate_limit", "cut_body"}
         unknown = sorted(set(body) - allowed)
         if unknown:
             return _error(400, f"unknown keys: {', '.join(unknown)}")
@@ -487,6 +526,26 @@ def _create_app(sn: DemoITSM) -> Flask:
         except (TypeError, ValueError) as e:
             return _error(400, f"bad fault: {e}")
         return _json({"status": "ok"})
+
+    @app.post("/_demo/instance")
+    def demo_instance() -> Response:
+        """How the instance behaves: {"hide": [sys_id, ...], "hide_every": n, "unknown_query_fields": error|ignore|no_rows}."""
+        body = request.get_json(silent=True, force=True)
+        if not isinstance(body, dict) or set(body) - {"hide", "hide_every", "unknown_query_fields"}:
+            return _error(400, "expected an object with hide, hide_every or unknown_query_fields")
+        mode = body.get("unknown_query_fields")
+        if mode is not None and mode not in UNKNOWN_FIELD_MODES:
+            return _error(400, f"unknown_query_fields must be one of {', '.join(UNKNOWN_FIELD_MODES)}")
+        every = body.get("hide_every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            return _error(400, "hide_every must be a whole number >= 1")
+        if mode is not None:
+            sn.unknown_query_fields = mode
+        if body.get("hide"):
+            sn.hide(str(i) for i in body["hide"])
+        if every:
+            sn.hide(sid for n, sid in enumerate(sn.sys_ids()) if n % every == 0)
+        return _json({"status": "ok", "hidden": len(sn.hidden), "unknown_query_fields": sn.unknown_query_fields})
 
     @app.post("/_demo/delay")
     def demo_delay() -> Response:
@@ -505,6 +564,8 @@ def _create_app(sn: DemoITSM) -> Flask:
     def demo_reset() -> Response:
         with sn._lock:
             sn._faults.clear()
+            sn.hidden.clear()
+        sn.unknown_query_fields = "error"
         sn.delay = 0.0
         sn.reset_stats()
         return _json({"status": "ok"})

@@ -6,6 +6,7 @@ environment instead of the file; an unset variable is a configuration error.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -16,11 +17,14 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from connectors.base import ConfigurationError, connector_class, redact_urls
+from connectors.base import ConfigurationError, ConnectorLoadError, connector_class, redact_urls
 
 from .errors import GapBridgeError
 from .rules.yamlsource import LocatedDict, LocatedList, Location, MappingError, load_yaml
 
+log = logging.getLogger(__name__)
+# in a connector instance's options when its type is registered but cannot be loaded: the reason
+UNLOADABLE = "_unloadable"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 SECRET_KEYS = frozenset({"password", "client_secret", "token", "api_token", "secret", "access_token", "refresh_token", "secret_key"})
 
@@ -287,6 +291,11 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> dict
     for cname, options in config["connectors"].items():
         try:
             cls = connector_class(options["type"])
+        except ConnectorLoadError as exc:
+            # a broken plugin fails its own instances only: each use of this one says why, the others run
+            log.error("connectors.%s cannot be used: %s", cname, exc)
+            validated[cname] = {"type": options["type"], UNLOADABLE: str(exc)}
+            continue
         except ConfigurationError as exc:
             problems.append(f"{_locate(doc, ['connectors', cname, 'type']) or name}: connectors.{cname}.type: {exc}")
             continue

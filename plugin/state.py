@@ -53,14 +53,35 @@ class GapBridge:
         self._ruleset = new
         return new
 
+    def read_only_sources(self) -> list[str]:
+        """Configured sources whose connector type writes nothing back (by its declared capabilities)."""
+        from connectors.base import ConnectorError, connector_class
+
+        from .config import UNLOADABLE
+
+        found = []
+        for name, options in self.config["connectors"].items():
+            if UNLOADABLE in options:
+                continue  # unknown capabilities: its items wait for the plugin to be fixed
+            try:
+                if connector_class(options["type"]).capabilities.read_only:
+                    found.append(name)
+            except ConnectorError:
+                continue
+        return found
+
     def connector(self, name: str) -> Any:
-        from connectors.base import connector_class
+        from connectors.base import ConnectorLoadError, connector_class
+
+        from .config import UNLOADABLE
 
         try:
             options = self.config["connectors"][name]
         except KeyError:
             known = ", ".join(sorted(self.config["connectors"])) or "none configured"
             raise ConfigError(f"no connector named {name!r} in the configuration (configured: {known})") from None
+        if UNLOADABLE in options:
+            raise ConnectorLoadError(f"connectors.{name}: {options[UNLOADABLE]}")
         return connector_class(options["type"])(name, options)
 
 

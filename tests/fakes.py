@@ -9,12 +9,14 @@ from typing import Any
 from marshmallow import Schema
 
 from connectors.base import (
+    Capabilities,
     Connector,
     Enrichment,
     FatalConnectorError,
     NormalizationError,
     Page,
     ServerError,
+    Stream,
     WriteResult,
 )
 
@@ -47,6 +49,8 @@ class FakeTicketing:
 
 class FakeConnector(Connector):
     config_schema = Schema
+    stream = Stream("tickets", ("id",), "updated_at")
+    capabilities = Capabilities(frozenset({"note"}))
 
     def __init__(self, tool: FakeTicketing, name: str = "fake", page_size: int = 7) -> None:
         super().__init__(name, {})

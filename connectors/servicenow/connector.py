@@ -11,18 +11,22 @@ from typing import Any
 
 from ..base import (
     AuthenticationError,
+    Capabilities,
     Connector,
     Enrichment,
     HttpSession,
     InvalidResponseError,
     KeysetPaginator,
+    MappedValues,
     NormalizationError,
     OAuth2TokenAuth,
     Page,
     PermissionDeniedError,
+    Stream,
     WriteResult,
+    next_link,
 )
-from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, RECORD_TYPES, empty_incident, parse_utc
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
 from .schema import ServiceNowOptionsSchema
 
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -43,11 +47,14 @@ class ServiceNowConnector(Connector):
     """Incidents from one ServiceNow instance's ``incident`` or ``sn_si_incident`` table."""
 
     config_schema = ServiceNowOptionsSchema
+    capabilities = Capabilities(frozenset({"note", "fields"}))
 
     def __init__(self, name: str, options: Mapping[str, Any], *, sleep: Any = None) -> None:
         super().__init__(name, options)
         self.base = options["instance_url"]
         self.table = options["table"]
+        self.stream = Stream(self.table, ("sys_id",), "sys_updated_on", is_sorted=True,
+                             overlap_seconds=options["bookmark_overlap_seconds"])
         self.field_map: dict[str, str] = dict(options["field_map"])
         self.write_options = options["write_back"]
         auth_opts = options["auth"]
@@ -67,11 +74,7 @@ class ServiceNowConnector(Connector):
         # with a fingerprint column, one list query reads it off many tickets (sys_ids of 32 characters keep the URL short)
         self.fingerprints_per_request = 50 if self.write_options["fingerprint_field"] else 1
         self._converters = [(canonical, column, self._converter(canonical)) for canonical, column in self.field_map.items()]
-        rule = options["is_security"]
-        self._security_categories = frozenset(c.lower() for c in rule["categories"])
-        types = options["record_type"]
-        self._type_values = {k.lower(): v for k, v in types["values"].items()}
-        self._type_categories = {k.lower(): v for k, v in types["categories"].items()}
+        self.maps = MappedValues(options, "tables")
 
     def _json(self, method: str, path: str, **kwargs: Any) -> tuple[Any, Any]:
         """``HttpSession.json``, but a login page (with 200 or 403) is the login refused: an AuthenticationError."""
@@ -113,16 +116,44 @@ class ServiceNowConnector(Connector):
         return (f"{self._scoped(f'sys_updated_on>{updated}')}^NQ"
                 f"{self._scoped(f'sys_updated_on={updated}^sys_id>{sys_id}')}^{order}")
 
-    def _list(self, after: tuple[str, str] | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    def _list(self, after: tuple[str, str] | None, limit: int, offset: int = 0) -> tuple[list[dict[str, Any]], Any]:
         params = {"sysparm_query": self.keyset_query(after), "sysparm_limit": str(limit),
                   "sysparm_display_value": self.options["display_value"], "sysparm_exclude_reference_link": "true",
                   "sysparm_fields": self.columns}
+        if offset:
+            params["sysparm_offset"] = str(offset)
         body, response = self._json("GET", f"api/now/table/{self.table}", params=params)
         result = body.get("result") if isinstance(body, dict) else None
         if not isinstance(result, list):
             raise InvalidResponseError(f"GET api/now/table/{self.table}: the body has no 'result' list")
-        total = response.headers.get("X-Total-Count")
-        return result, int(total) if total and total.isdigit() else None
+        return result, response
+
+    def _count(self, query: str) -> int | None:
+        """X-Total-Count of a query, reading one sys_id (None when the instance does not say)."""
+        params = {"sysparm_limit": "1", "sysparm_fields": "sys_id", "sysparm_exclude_reference_link": "true"}
+        if query:
+            params["sysparm_query"] = query
+        _, response = self._json("GET", f"api/now/table/{self.table}", params=params)
+        return _total(response)
+
+    def scope_warnings(self) -> list[str]:
+        """What to tell the operator about the scope query before a first sync.
+
+        ServiceNow drops a part of ``sysparm_query`` it cannot read (a misspelt column, a bad
+        operator) and answers as if it were not there, unless the system property
+        ``glide.invalid_query.returns_no_rows`` is true. A scope that selects every record of the
+        table is the sign: the sync would read the whole table.
+        """
+        scope = self.options["query"].strip().strip("^")
+        if not scope:
+            return []
+        scoped, everything = self._count(scope), self._count("")
+        if scoped is None or everything is None or scoped != everything or everything == 0:
+            return []
+        return [f"connectors.{self.name}.query {scope!r} selects all {everything} records of {self.table}: ServiceNow "
+                "ignores a part of the query it cannot read (a misspelt column or operator) unless the system property "
+                "glide.invalid_query.returns_no_rows is true. Check the query, and set that property so that a bad "
+                "query returns nothing instead of the whole table."]
 
     def _key(self, record: Mapping[str, Any]) -> tuple[str, str]:
         updated, sys_id = raw_value(record.get("sys_updated_on")), raw_value(record.get("sys_id"))
@@ -134,19 +165,39 @@ class ServiceNowConnector(Connector):
     def fetch_pages(self, bookmark: Mapping[str, Any] | None) -> Iterator[Page]:
         after: tuple[str, str] | None = None
         if bookmark and bookmark.get("sys_updated_on"):
-            overlap = self.options["bookmark_overlap_seconds"]
+            overlap = self.stream.overlap_seconds
             if overlap:
                 start = parse_utc(bookmark["sys_updated_on"])
                 assert start is not None
                 after = ((start - timedelta(seconds=overlap)).strftime(SN_TIME), "")
             else:
                 after = (str(bookmark["sys_updated_on"]), str(bookmark.get("sys_id") or ""))
-        seen = 0
-        for records, last, remaining in KeysetPaginator(self._list, self._key, self.options["page_size"]).pages(after):
-            total = seen + remaining if remaining is not None else None
-            seen += len(records)
-            assert last is not None
-            yield Page(records, {"sys_updated_on": last[0], "sys_id": last[1]}, total)
+        warnings = tuple(self.scope_warnings()) if not bookmark else ()
+        limit = self.options["page_size"]
+        paginator = KeysetPaginator(self._key, after)
+        # ServiceNow applies sysparm_limit before ACLs filter the rows out: a page can come back short, or empty, with
+        # more to follow. A short page goes on after its last record; an empty one (every row hidden) skips its
+        # window by offset while the instance says more follow (Link rel=next, X-Total-Count).
+        hidden_offset, seen = 0, 0
+        while not paginator.finished:
+            records, response = self._list(paginator.current_value, limit, hidden_offset)
+            total = _total(response)
+            if not records and _more_follow(response, total, hidden_offset, limit):
+                hidden_offset += limit
+                continue
+            # this window held every row the query matches, hidden or not: nothing follows
+            done = bool(records) and _says_what_follows(response, total) and not _more_follow(response, total, hidden_offset, limit)
+            hidden_offset = 0
+            if records:
+                last = self._key(records[-1])
+                paginator.check_progress(paginator.current_value, last)  # before the page is stored, not after
+                estimate = seen + total if total is not None else None
+                seen += len(records)
+                yield Page(records, {"sys_updated_on": last[0], "sys_id": last[1]}, estimate, warnings)
+                warnings = ()
+            if done:
+                return
+            paginator.advance(records, None, response)
 
     # --- normalising -------------------------------------------------------------------
 
@@ -177,20 +228,10 @@ class ServiceNowConnector(Connector):
     def _converter(self, canonical: str) -> Callable[[Any], Any]:
         """The conversion of one column's cell to a canonical value, chosen once per field."""
         kind = FIELDS[canonical]
-        if kind in ("state", "severity"):
-            mapping, name = (self.options["state_map"], "state_map") if kind == "state" else (self.options["priority_map"], "priority_map")
-
-            def coded(cell: Any) -> Any:
-                code = str(raw_value(cell) or "")
-                if not code:
-                    if kind == "state":
-                        raise ValueError("no state")
-                    return None
-                try:
-                    return mapping[code]
-                except KeyError:
-                    raise ValueError(f"{'state ' if kind == 'state' else ''}{code!r} is not in {name} ({', '.join(mapping)})") from None
-            return coded
+        if kind == "state":
+            return lambda cell: self.maps.state(raw_value(cell))
+        if kind == "severity":
+            return lambda cell: self.maps.severity(raw_value(cell))
         if canonical in DATETIME_FIELDS:
             return lambda cell: parse_utc(raw_value(cell))
         if canonical in BOOL_FIELDS:
@@ -202,29 +243,17 @@ class ServiceNowConnector(Connector):
         return lambda cell: _text(pick(cell))
 
     def _is_security(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> bool:
-        rule = self.options["is_security"]
-        if rule["field"] and str(raw_value(record.get(rule["field"])) or "").lower() in _TRUE:
-            return True
-        table = str(raw_value(record.get("sys_class_name")) or self.table)
-        if table in rule["tables"] or self.table in rule["tables"]:
-            return True
-        return (incident.get("category") or "").lower() in self._security_categories
+        flag = self.maps.security_field
+        return self.maps.is_security(flag=raw_value(record.get(flag)) if flag else None, container=self._table_of(record),
+                                     category=incident.get("category")) or self.maps.is_security(container=self.table)
 
     def _record_type(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> str:
-        rule = self.options["record_type"]
-        if rule["field"]:
-            value = str(raw_value(record.get(rule["field"])) or "").lower()
-            found = self._type_values.get(value) or (value if value in RECORD_TYPES else None)
-            if found:
-                return found
-        table = str(raw_value(record.get("sys_class_name")) or self.table)
-        if table in rule["tables"]:
-            return str(rule["tables"][table])
-        for name in ("category", "subcategory"):
-            found = self._type_categories.get((incident.get(name) or "").lower())
-            if found:
-                return found
-        return str(rule["default"])
+        rule = self.maps.record_type_field
+        return self.maps.record_type(value=raw_value(record.get(rule)) if rule else None, container=self._table_of(record),
+                                     category=incident.get("category"), subcategory=incident.get("subcategory"))
+
+    def _table_of(self, record: Mapping[str, Any]) -> str:
+        return str(raw_value(record.get("sys_class_name")) or self.table)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -293,6 +322,23 @@ class ServiceNowConnector(Connector):
 
 
 # --- cells -------------------------------------------------------------------------------
+
+
+def _total(response: Any) -> int | None:
+    total = response.headers.get("X-Total-Count") if response is not None else None
+    return int(total) if total and total.strip().isdigit() else None
+
+
+def _more_follow(response: Any, total: int | None, offset: int, limit: int) -> bool:
+    """Whether rows follow an empty page: the Link header names a next page, or the count says so."""
+    if response is not None and next_link(response):
+        return True
+    return total is not None and offset + limit < total
+
+
+def _says_what_follows(response: Any, total: int | None) -> bool:
+    """Whether the instance tells what follows a page (a Link header or a count); without either, read until empty."""
+    return total is not None or (response is not None and bool(response.headers.get("Link")))
 
 
 def raw_value(cell: Any) -> Any:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate, validates, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from ..base import ServiceUrl
-from ..canonical import FIELDS, RECORD_TYPES, SEVERITIES, STATES
+from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
+from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
 
 # canonical field -> column, for an instance that follows the naming in config.example.yaml.
 # Every entry can be changed or switched off (set to null) in the connector's field_map.
@@ -52,8 +53,6 @@ DEFAULT_FIELD_MAP: dict[str, str] = {
     "personal_data_breach": "u_personal_data_breach",
     "legal_hold": "u_legal_hold",
 }
-# identity and bookkeeping fields the connector fills itself
-NOT_MAPPABLE = frozenset({"source", "external_id", "url", "is_security", "record_type", "enrichment_fingerprint"})
 
 DEFAULT_STATE_MAPS: dict[str, dict[str, str]] = {
     "incident": {"1": "new", "2": "in_progress", "3": "on_hold", "6": "resolved", "7": "closed", "8": "cancelled"},
@@ -62,9 +61,6 @@ DEFAULT_STATE_MAPS: dict[str, dict[str, str]] = {
                        "100": "resolved", "3": "closed", "7": "cancelled"},
 }
 DEFAULT_PRIORITY_MAP = {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "low"}
-DEFAULT_SECURITY_CATEGORIES = ["security", "malware", "phishing", "data_breach", "unauthorized_access", "denial_of_service"]
-# a reported weakness is filed under these categories (or subcategories) on the incident form
-DEFAULT_WEAKNESS_CATEGORIES = {"vulnerability": "weakness", "weakness": "weakness"}
 
 # what the write-back may put into the ticket's own columns (see plugin.services.enrich and .outbox)
 ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
@@ -112,34 +108,6 @@ class TimeoutSchema(Schema):
     read = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
 
 
-class IsSecuritySchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    field = fields.String(load_default=None, validate=_COLUMN)
-    categories = fields.List(fields.String(), load_default=lambda: list(DEFAULT_SECURITY_CATEGORIES))
-    tables = fields.List(fields.String(), load_default=lambda: ["sn_si_incident"])
-
-
-class RecordTypeSchema(Schema):
-    """What each record is (event, incident, weakness, request): the first rule that matches decides.
-
-    ``field``: a column whose value names the record type, mapped through ``values`` (or already
-    canonical); ``tables``: by the record's table (sys_class_name); ``categories``: by category,
-    then subcategory; else ``default``.
-    """
-
-    class Meta:
-        unknown = RAISE
-
-    field = fields.String(load_default=None, validate=_COLUMN)
-    values = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)), load_default=dict)
-    tables = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)), load_default=dict)
-    categories = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(RECORD_TYPES)),
-                             load_default=lambda: dict(DEFAULT_WEAKNESS_CATEGORIES))
-    default = fields.String(load_default="incident", validate=validate.OneOf(RECORD_TYPES))
-
-
 class WriteBackSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -157,9 +125,10 @@ class WriteBackSchema(Schema):
                                                           error="must be above 0 and at most 1000 (leave it out for no cap)"))
 
 
-class ServiceNowOptionsSchema(Schema):
-    class Meta:
-        unknown = RAISE
+class ServiceNowOptionsSchema(MappedOptionsSchema):
+    map_defaults = MapDefaults(field_map=DEFAULT_FIELD_MAP, state_map=DEFAULT_STATE_MAPS["incident"], priority_map=DEFAULT_PRIORITY_MAP,
+                               container="tables", security_containers=["sn_si_incident"],
+                               record_type_categories=DEFAULT_WEAKNESS_CATEGORIES, field_name=_COLUMN)
 
     type = fields.String(required=True)
     instance_url = ServiceUrl(required=True)
@@ -173,31 +142,12 @@ class ServiceNowOptionsSchema(Schema):
     # a record committed in the same second as the bookmark but after we read can sort before it;
     # re-reading this much before the bookmark catches it (stored again only if it changed)
     bookmark_overlap_seconds = fields.Integer(load_default=60, validate=validate.Range(min=0, max=86400))
-    is_security = fields.Nested(IsSecuritySchema, load_default=lambda: IsSecuritySchema().load({}))
-    record_type = fields.Nested(RecordTypeSchema, load_default=lambda: RecordTypeSchema().load({}))
-    field_map = fields.Dict(keys=fields.String(), values=fields.String(allow_none=True, validate=_COLUMN), load_default=dict)
-    state_map = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(STATES)), load_default=None)
-    priority_map = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.OneOf(SEVERITIES)), load_default=None)
     write_back = fields.Nested(WriteBackSchema, load_default=lambda: WriteBackSchema().load({}))
+
+    def default_state_map(self, data: Mapping[str, Any]) -> Mapping[str, str]:
+        return DEFAULT_STATE_MAPS[data["table"]]
 
     @validates("query")
     def _query(self, value: str, **_: Any) -> None:
         if _FORBIDDEN_IN_QUERY.search(value):
             raise ValidationError("the scope query may not contain ^NQ, ^EQ, GROUPBY or ORDERBY: GapBridge adds its own ordering and paging")
-
-    @validates("field_map")
-    def _field_map(self, value: dict[str, Any], **_: Any) -> None:
-        bad = {k: [f"not a canonical incident field (one of: {', '.join(sorted(set(FIELDS) - NOT_MAPPABLE))})"]
-               for k in value if k not in FIELDS or k in NOT_MAPPABLE}
-        if bad:
-            raise ValidationError(bad)
-
-    @post_load
-    def _effective(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        mapped = {**DEFAULT_FIELD_MAP, **data["field_map"]}
-        data["field_map"] = {k: v for k, v in mapped.items() if v}
-        if data["state_map"] is None:
-            data["state_map"] = dict(DEFAULT_STATE_MAPS[data["table"]])
-        if data["priority_map"] is None:
-            data["priority_map"] = dict(DEFAULT_PRIORITY_MAP)
-        return data

@@ -40,6 +40,9 @@ def run_sync(app: Flask, sources: list[str] | None = None, *, full: bool = False
             click.echo(("" if synced.busy else "\n") + f"gapbridge: {synced.error}{tail}", err=True)
             return
         s = synced.summary
+        if s is not None:
+            for warning in s.warnings:  # shown even when quiet: the operator must act on it
+                click.echo(f"gapbridge: warning: {synced.source}: {warning}", err=True)
         if quiet or s is None:
             return
         click.echo(("\n" if sys.stderr.isatty() else "") + f"{synced.source}: {s.fetched} fetched in {s.pages} pages, "
@@ -83,6 +86,8 @@ def _say_writeback(result: Any) -> None:
     from .progress import duration
 
     p, d = result.plan, result.drain
+    for source in result.read_only:
+        click.echo(f"write-back: {source} is read-only (its connector writes nothing back): skipped", err=True)
     also = "".join(f", {n} {what}" for n, what in ((d.elsewhere, "in hand elsewhere"), (d.taken_over, "taken over from a dead run"))
                    if n)
     click.echo(f"write-back: {p.queued} queued, {d.written} written, {d.already_current} already current, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
@@ -240,7 +241,7 @@ class _Acceptances:
         return None, EndedAcceptance(a.approver, at, "revoked" if a.revoked_at is not None else "expired")
 
 
-def plan(ruleset: Ruleset, *, source: str | None = None, now: datetime | None = None) -> PlanSummary:
+def plan(ruleset: Ruleset, *, source: str | None = None, exclude_sources: Collection[str] = (), now: datetime | None = None) -> PlanSummary:
     """Queue an enrichment for every assessed incident whose open gaps, accepted gaps or running clocks changed.
 
     ``now`` decides which risk acceptances are in force (default: the time of each batch).
@@ -253,6 +254,8 @@ def plan(ruleset: Ruleset, *, source: str | None = None, now: datetime | None = 
                       it.c.category).where(it.c.assessed_ruleset == ruleset.hash, it.c.id > last_id).order_by(it.c.id).limit(1000)
         if source:
             q = q.where(it.c.source == source)
+        if exclude_sources:  # read-only connectors: nothing would ever be written, so nothing is queued
+            q = q.where(it.c.source.not_in(sorted(exclude_sources)))
         incidents = db.session.execute(q).all()
         if not incidents:
             break

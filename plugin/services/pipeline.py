@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connectors.base import ConnectorError, FatalConnectorError
+from connectors.base import Connector, ConnectorError, ConnectorLoadError, FatalConnectorError
 
 from ..config import ConfigError
 from ..db.leases import LeaseBusy, held_lease
@@ -54,12 +54,14 @@ class WritebackResult:
     plan: PlanSummary
     drain: DrainSummary
     plan_skipped: str | None = None  # another instance held the plan lease: this run wrote what was already queued
+    read_only: list[str] = field(default_factory=list)  # sources whose connector writes nothing back
+    unusable: dict[str, str] = field(default_factory=dict)  # source -> why its connector cannot be loaded
 
     @property
     def ok(self) -> bool:
         """Nothing failed and nothing waits; a stop asked for is no failure (the next run goes on)."""
         d = self.drain
-        return not (d.failed or d.retrying or (d.not_attempted and not d.stopped))
+        return not (d.failed or d.retrying or (d.not_attempted and not d.stopped) or self.unusable)
 
 
 @dataclass
@@ -89,7 +91,10 @@ def source_names(state: GapBridge, sources: Sequence[str] | None) -> list[str]:
 
 def sync_one(state: GapBridge, name: str, *, full: bool = False, progress: Progress | None = None) -> SourceSync:
     """Sync one source; a failure of its tool is reported in the result, never raised (the next run resumes)."""
-    connector = state.connector(name)  # a ConfigError names the instance
+    try:
+        connector = state.connector(name)  # a ConfigError names the instance
+    except ConnectorLoadError as exc:  # a broken plugin: this source fails, the others go on
+        return SourceSync(name, error=f"sync of {name!r} failed (fatal): {exc}")
     try:
         summary = sync_source(connector, full=full, lease_seconds=state.config["sync"]["lease_seconds"], progress=progress,
                               ruleset=state.ruleset, worker_process=state.config["sync"]["worker_process"])
@@ -127,13 +132,26 @@ def write_back(state: GapBridge, sources: Sequence[str] | None = None, *, retry_
                progress: Callable[[int, int], None] | None = None) -> WritebackResult:
     """Queue changed enrichments, then write what is due onto the tickets of ``sources``."""
     names = source_names(state, sources)
+    connectors: dict[str, Connector] = {}
+    read_only: list[str] = []
+    unusable: dict[str, str] = {}
+    for name in names:
+        try:
+            connector = state.connector(name)
+        except ConnectorLoadError as exc:  # a broken plugin: its tickets wait, the other sources are written
+            unusable[name] = str(exc)
+            continue
+        if connector.capabilities.read_only:
+            read_only.append(name)  # nothing is queued for it, so nothing piles up in the outbox
+            connector.close()
+            continue
+        connectors[name] = connector
     planned, plan_skipped = PlanSummary(), None
     try:
         with held_lease(PLAN_LEASE, step_lease_seconds(state)):
-            planned = plan(state.ruleset)
+            planned = plan(state.ruleset, exclude_sources=state.read_only_sources())
     except LeaseBusy as exc:  # the other plan queues what changed; the drain below writes what is queued
         plan_skipped = busy_step("outbox plan", exc)
-    connectors = {n: state.connector(n) for n in names}
     ob = state.config["outbox"]
     try:
         drained = drain(connectors, max_attempts=ob["max_attempts"], backoff_base=ob["backoff_base_seconds"],
@@ -142,7 +160,9 @@ def write_back(state: GapBridge, sources: Sequence[str] | None = None, *, retry_
     finally:
         for c in connectors.values():
             c.close()
-    return WritebackResult(planned, drained, plan_skipped)
+    for name, reason in unusable.items():
+        drained.errors.append(f"{name}: nothing written: {reason}")
+    return WritebackResult(planned, drained, plan_skipped, read_only, unusable)
 
 
 def run_pass(state: GapBridge, sources: Sequence[str] | None = None, *, full: bool = False, write_back_after: bool | None = None,

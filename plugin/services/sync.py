@@ -15,7 +15,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import wait
@@ -24,7 +24,17 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 
-from connectors.base import Connector, ConnectorError, NormalizationError, Page, error_text, redact_urls, redacted_traceback
+from connectors.base import (
+    Connector,
+    ConnectorError,
+    InvalidResponseError,
+    NormalizationError,
+    Page,
+    Stream,
+    error_text,
+    redact_urls,
+    redacted_traceback,
+)
 
 from .. import metrics
 from ..db.bulk import bulk_write, heap_frozen, one_of
@@ -52,6 +62,54 @@ class SyncLeaseLostError(SyncBusyError):
     """The lease expired while this sync ran, and another sync took it over (and marked this run abandoned)."""
 
 
+class BookmarkMovedBackError(InvalidResponseError):
+    """A page's bookmark is before the one of the page stored before it: the tool broke the order it promised."""
+
+
+class BookmarkGuard:
+    """The bookmark a sync may store with each page: never one that moves back.
+
+    Within a run, a sorted stream's pages come in replication order: a page whose bookmark is
+    before the previous page's is refused (stored data stays as it was after the previous
+    page). Across runs, a page re-read from the overlap before the stored bookmark leaves the
+    stored one standing. An unsorted stream's bookmark is the latest seen, stored when the run ends.
+    """
+
+    def __init__(self, source: str, stream: Stream | None, stored: Mapping[str, Any] | None) -> None:
+        self.source, self.stream = source, stream
+        self.stored_at = stream.bookmark_time(stored) if stream is not None else None
+        self.last_at: datetime | None = None
+        self.latest: dict[str, Any] | None = None
+
+    def admit(self, bookmark: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The bookmark to store with this page; None keeps the stored one."""
+        if bookmark is None or self.stream is None:
+            return bookmark
+        at = self.stream.bookmark_time(bookmark)
+        if at is None:
+            return bookmark  # the connector's own shape, without a replication time: its to keep
+        if self.last_at is not None and at < self.last_at:
+            if self.stream.is_sorted:
+                raise BookmarkMovedBackError(
+                    f"the bookmark of {self.source!r} would move back from {self.last_at:%Y-%m-%d %H:%M:%S} to "
+                    f"{at:%Y-%m-%d %H:%M:%S} UTC: the tool sent records out of {self.stream.replication_key} order; "
+                    "what was stored before this page stands")
+            return None
+        self.last_at = at
+        if not self.stream.is_sorted:
+            self.latest = bookmark
+            return None
+        if self.stored_at is not None and at < self.stored_at:
+            return None  # re-reading the overlap before the stored bookmark
+        return bookmark
+
+    def at_end(self) -> dict[str, Any] | None:
+        """An unsorted stream's bookmark, once every page is stored; None when there is none to move to."""
+        if self.latest is None or (self.stored_at is not None and self.last_at is not None and self.last_at < self.stored_at):
+            return None
+        return self.latest
+
+
 class SyncStopped(Exception):
     """A stop was asked for (``shutdown.request``): raised between pages, so the run ends after the last page it stored."""
 
@@ -70,6 +128,7 @@ class SyncSummary:
     opened: int = 0
     closed: int = 0
     rejections: list[tuple[str, str]] = field(default_factory=list)  # (external id, reason), first few
+    warnings: list[str] = field(default_factory=list)  # what the connector asks the operator to know (a scope it ignored)
     error: str | None = None
 
 
@@ -148,6 +207,7 @@ class PreparedPage:
     outcomes: dict[str, list[Outcome]] | None = None  # by external id, with a ruleset
     outcomes_ruleset: str | None = None
     masks: list[tuple[int, ...]] | None = None  # of each incident, in order, from its outcomes (``outcome_masks``)
+    warnings: tuple[str, ...] = ()
 
 
 def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dialect: str) -> PreparedPage:
@@ -163,16 +223,13 @@ def prepare_page(connector: Connector, page: Page, ruleset: Ruleset | None, dial
         try:
             incident = connector.normalize(record)
         except NormalizationError as exc:
-            ident = record.get("sys_id") or record.get("id") or record.get("key")
-            if isinstance(ident, dict):  # ServiceNow with display_value=all: {display_value, value}
-                ident = ident.get("value")
-            rejected.append({"external_id": str(ident or "?"), "reason": error_text(exc), "raw": record})
+            rejected.append({"external_id": connector.record_id(record) or "?", "reason": error_text(exc), "raw": record})
             continue
         if incident.get("url"):  # the ticket link is stored and served to every reader: never with credentials
             incident["url"] = redact_urls(str(incident["url"]))
         incidents.append(incident)
     prepared = PreparedPage(len(page.records), encode_incidents(incidents, now, dialect), rejected, page.bookmark,
-                            page.total, now)
+                            page.total, now, warnings=page.warnings)
     if ruleset is not None:
         prepared.outcomes = {i["external_id"]: applicable_outcomes(ruleset, i, now) for i in incidents}
         prepared.outcomes_ruleset = ruleset.hash
@@ -444,6 +501,8 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
     started = time.monotonic()
     with log_context(run_id=run.id):
         try:
+            connector.check_configuration()  # in this process, before a worker forks: it inherits what was resolved
+            guard = BookmarkGuard(source, getattr(connector, "stream", None), bookmark)
             dialect = db.engine.dialect.name
             pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
                      else prepared_pages(connector, bookmark, ruleset, dialect))
@@ -454,7 +513,9 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
                     # abandoned and another sync stores this source now: store nothing more
                     if not acquire_lease(lease, me, lease_seconds):
                         raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
-                    _store_page(source, run, page, summary, ruleset)
+                    for warning in page.warnings:
+                        _warn(source, run, summary, warning)
+                    _store_page(source, run, page, guard.admit(page.bookmark), summary, ruleset)
                     if summary.stored >= analyze_at:
                         refresh_planner_statistics()
                         db.session.commit()
@@ -474,13 +535,31 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
             _finish(run, summary, "failed", error_text(exc), started)
             raise
         else:
+            final = guard.at_end()
+            if final is not None:
+                _store_bookmark(source, run, final)
+                db.session.commit()
             _finish(run, summary, "succeeded", None, started)
             return summary
         finally:
             _RUNS_HERE.discard(run.id)
 
 
-def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSummary, ruleset: Ruleset | None) -> None:
+def _warn(source: str, run: SyncRun, summary: SyncSummary, warning: str) -> None:
+    """A connector's word to the operator: in the log, the audit trail and the run's summary."""
+    log.warning("%s: %s", source, warning)
+    summary.warnings.append(warning)
+    audit.record("sync.warning", "sync_run", run.id, source=source, warning=warning)
+
+
+def _store_bookmark(source: str, run: SyncRun, bookmark: dict[str, Any]) -> None:
+    bulk_write(SyncBookmark.__table__, [{"source": source, "value": bookmark, "updated_at": utcnow()}],
+               ["source", "value", "updated_at"], conflict=["source"], update=["value", "updated_at"])
+    db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(bookmark_after=bookmark))
+
+
+def _store_page(source: str, run: SyncRun, page: PreparedPage, bookmark: dict[str, Any] | None, summary: SyncSummary,
+                ruleset: Ruleset | None) -> None:
     now = page.prepared_at
     masks = page.masks if ruleset is not None and page.outcomes_ruleset == ruleset.hash else None
     upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None, masks)
@@ -493,8 +572,8 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSumm
     bad = [{**b, "source": source, "sync_run_id": run.id, "rejected_at": now} for b in page.rejected]
     bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
                conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
-    if page.bookmark is not None:
-        bulk_write(SyncBookmark.__table__, [{"source": source, "value": page.bookmark, "updated_at": now}],
+    if bookmark is not None:
+        bulk_write(SyncBookmark.__table__, [{"source": source, "value": bookmark, "updated_at": now}],
                    ["source", "value", "updated_at"], conflict=["source"], update=["value", "updated_at"])
     summary.pages += 1
     summary.fetched += page.fetched
@@ -504,7 +583,7 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, summary: SyncSumm
     summary.rejections.extend((b["external_id"], b["reason"]) for b in bad[: max(0, 20 - len(summary.rejections))])
     db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(
         pages=summary.pages, fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
-        rejected=summary.rejected, bookmark_after=page.bookmark))
+        rejected=summary.rejected, **({"bookmark_after": bookmark} if bookmark is not None else {})))
     db.session.commit()  # the page, its rejections and the bookmark, in one transaction
 
 
