@@ -39,7 +39,7 @@ from connectors.servicenow import ServiceNowConnector
 from demo_itsm import DemoITSM
 from plugin.config import load_config
 from plugin.extensions import db
-from plugin.models import AuditEvent, Incident, OutboxItem, SyncBookmark
+from plugin.models import AuditEvent, Incident, OutboxItem, SyncBookmark, utcnow
 from plugin.services import pipeline
 from plugin.services.sync import BookmarkGuard, BookmarkMovedBackError, load_bookmark, sync_source
 from plugin.state import gapbridge
@@ -404,3 +404,29 @@ def test_an_http_session_is_closed_by_close_and_in_a_fork(connector: ServiceNowC
     adapter = session.get_adapter("http://x")
     connector.forked()
     assert isinstance(adapter, requests.adapters.HTTPAdapter) and adapter.poolmanager.pools.keys() == set()
+
+
+def test_a_drain_whose_write_is_cut_mid_body_keeps_the_item_and_never_doubles_the_note(app_factory: Any, itsm: DemoITSM) -> None:
+    """Before, requests' ChunkedEncodingError escaped the connector: a traceback, and the item stayed claimed."""
+    app = app_factory(connectors={"sn": sn_options(itsm.url, page_size=50)},
+                      outbox={"backoff_base_seconds": 0, "backoff_max_seconds": 0})
+    itsm.fail_next(1, methods=["PATCH"], cut_body=True)
+    with app.app_context():
+        first = pipeline.run_pass(gapbridge(app))
+        assert first.writeback is not None
+        d = first.writeback.drain
+        # no answer is taken for the instance being down: its lane stops, the rest waits for the next run
+        assert d.retrying == 1 and d.failed == 0 and d.written + d.not_attempted == d.due - 1
+        assert any("closed before the whole answer" in e for e in d.errors)
+        claimed = db.session.scalar(sa.select(sa.func.count()).select_from(OutboxItem).where(OutboxItem.claimed_by.is_not(None),
+                                                                                              OutboxItem.status == "pending"))
+        assert claimed == 0
+        second = pipeline.write_back(gapbridge(app))
+        assert second.drain.written == d.not_attempted and second.drain.failed == 0
+        # its back-off over, the cut PATCH (which had landed) is read back, not written again
+        db.session.execute(sa.update(OutboxItem).where(OutboxItem.status == "pending").values(next_attempt_at=utcnow()))
+        db.session.commit()
+        third = pipeline.write_back(gapbridge(app))
+    assert third.drain.already_current == 1 and third.drain.written == 0 and third.ok
+    notes = [sum("[gapbridge:" in j["value"] for j in itsm.journal(sid)) for sid in itsm.sys_ids()]
+    assert max(notes) == 1 and sum(notes) == d.due
