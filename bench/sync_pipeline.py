@@ -1,12 +1,13 @@
 """Benchmark: fetch only vs. the full pipeline, and assessment alone, over the demo ITSM.
 
-    python bench/sync_pipeline.py --incidents 20000
+    python bench/sync_pipeline.py --incidents 20000 [--tool servicenow|jira]
 
 The demo ITSM runs in its own process on loopback, as a real ITSM would. The last line
 printed is ``fetch_per_s=<n> pipeline_per_s=<n> ratio=<pipeline/fetch> assess_per_s=<n>
 peak_rss_mb=<n>``:
 
-- fetch: HTTP and JSON parsing of every page through the ServiceNow connector;
+- fetch: HTTP and JSON parsing of every page through the ServiceNow connector (or, with ``--tool jira``,
+  the Jira connector over the demo Jira Cloud stand-in: the same incidents);
 - pipeline: fetch, normalize, store and assess (findings written) in one sync;
 - assess: the compiled ruleset over stored incidents, one core, no database time;
 - peak_rss_mb: the peak resident memory of this process plus that of the sync's worker
@@ -35,14 +36,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--incidents", type=int, default=20000)
     parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--tool", choices=["servicenow", "jira"], default="servicenow", help="the demo ITSM and connector")
     parser.add_argument("--worker-process", choices=["auto", "always", "never"], default="auto",
                         help="sync.worker_process, as `gapbridge sync` reads it (auto: a worker for this first sync)")
     parser.add_argument("--database-url", help="GapBridge's database (default: a fresh SQLite file); a PostgreSQL "
                         "database given here is emptied first")
     args = parser.parse_args()
 
+    from connectors.base import connector_class
     from connectors.canonical import FIELDS
-    from connectors.servicenow import ServiceNowConnector
     from plugin import create_app, db_schema
     from plugin.config import demo_config
     from plugin.extensions import db
@@ -57,17 +59,18 @@ def main() -> None:
     port = free_port()
     # the demo ITSM seeds its database itself: generating incidents is not GapBridge's memory
     server = subprocess.Popen([sys.executable, "-m", "demo_itsm", "--db", str(itsm_db), "--size", str(args.incidents),
-                               "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--port", str(port), "--tool", args.tool], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_up(url, timeout=60 + args.incidents / 1000)
-        cfg = demo_config(url, work)
+        cfg = demo_config(url, work, args.tool)
         cfg["database_url"] = args.database_url or f"sqlite:///{work / 'gapbridge.db'}"
         cfg["connectors"]["demo"]["page_size"] = args.page_size
         options = cfg["connectors"]["demo"]
+        tool_connector = connector_class(options["type"])
 
         # 1. fetch only: the same pages, HTTP and JSON, nothing else
-        connector = ServiceNowConnector("demo", options)
+        connector = tool_connector("demo", options)
         t = time.perf_counter()
         fetched = sum(len(p.records) for p in connector.fetch_pages(None))
         fetch_s = time.perf_counter() - t
@@ -84,7 +87,7 @@ def main() -> None:
         db_schema.upgrade_under_lock(app, 600)
         with app.app_context():
             ruleset = gapbridge(app).ruleset
-            connector = ServiceNowConnector("demo", options)
+            connector = tool_connector("demo", options)
             t = time.perf_counter()
             # as `gapbridge sync` runs it: pages assessed on arrival
             summary = sync_source(connector, ruleset=ruleset, worker_process=args.worker_process)

@@ -9,7 +9,8 @@ import logging
 import random
 import threading
 import time
-from datetime import timezone
+from collections.abc import Callable
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,12 +20,14 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     FatalConnectorError,
+    GoneError,
     InvalidResponseError,
     NotFoundError,
     PausedError,
     PermissionDeniedError,
     PreconditionFailedError,
     RateLimitedError,
+    RecordRateLimitedError,
     RetriableConnectorError,
     ServerError,
     TransportError,
@@ -55,13 +58,21 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 def parse_rate_limit_reset(value: str | None, now: float | None = None) -> float | None:
-    """Seconds until an ``X-RateLimit-Reset``: epoch seconds (ServiceNow, GitHub) or, if small, seconds from now."""
+    """Seconds until an ``X-RateLimit-Reset``: epoch seconds (ServiceNow, GitHub), if small seconds from now, or an
+    ISO 8601 time (Jira Cloud: ``2026-11-22T13:57Z``)."""
     if not value:
         return None
     try:
         number = float(value.strip())
     except ValueError:
-        return None
+        text = value.strip()
+        try:
+            when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
     if number >= 1e9:  # an epoch time (2001 onwards), not a wait of 30 years
         return max(0.0, number - (time.time() if now is None else now))
     return max(0.0, number)
@@ -82,8 +93,15 @@ def _tool_message(response: requests.Response) -> str:
         if isinstance(err, str):
             return str(body.get("error_description") or err)
         for key in ("errorMessages", "message", "errors"):
-            if body.get(key):
-                return str(body[key])[:200]
+            said = body.get(key)
+            if not said:
+                continue
+            # Jira: {"errorMessages": ["..."], "errors": {"field": "..."}}; quoted as text, not as a Python repr
+            if isinstance(said, list):
+                said = "; ".join(str(m) for m in said)
+            elif isinstance(said, dict):
+                said = "; ".join(f"{k}: {v}" for k, v in said.items())
+            return str(said)[:200]
     return ""
 
 
@@ -108,6 +126,8 @@ def raise_for_response(response: requests.Response, what: str) -> None:
         raise PermissionDeniedError(message + ": the account lacks a role or ACL for this")
     if status == 404:
         raise NotFoundError(message)
+    if status == 410:
+        raise GoneError(message)
     if status == 412:
         raise PreconditionFailedError(message)
     if status == 429:
@@ -200,18 +220,24 @@ class HttpSession:
     X-RateLimit-Reset) holds every thread of the instance (``pace``). A Retry-After longer than
     ``max_wait`` is not slept through: the error goes up so the caller (the outbox, the next sync)
     comes back later instead of blocking. A 401 with token auth refreshes the token once.
+
+    ``instance_wide(response)`` says whether a 429 holds the whole instance (the default: every one does).
+    False: the limit is one record's (Jira's per-issue write limit); only this request waits and
+    retries, the other threads go on, and when it gives up it raises a ``RecordRateLimitedError``.
     """
 
     def __init__(self, base_url: str, *, auth: requests.auth.AuthBase | tuple[str, str] | None = None,
                  connect_timeout: float = 5.0, read_timeout: float = 60.0, max_attempts: int = 5,
                  backoff_base: float = 0.5, backoff_max: float = 30.0, max_wait: float = 120.0,
-                 user_agent: str = "GapBridge", sleep: Any = time.sleep, clock: Any = time.monotonic) -> None:
+                 user_agent: str = "GapBridge", sleep: Any = time.sleep, clock: Any = time.monotonic,
+                 instance_wide: Callable[[requests.Response], bool] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.max_attempts = max(1, max_attempts)
         self.backoff_base, self.backoff_max, self.max_wait = backoff_base, backoff_max, max_wait
         self.sleep = sleep
         self.pace = RateLimit(clock=clock, sleep=sleep)
+        self.instance_wide = instance_wide or (lambda response: True)
         self._auth, self._headers = auth, {"Accept": "application/json", "User-Agent": user_agent}
         self._sessions_lock = threading.Lock()
         self._sessions: list[requests.Session] = []
@@ -245,6 +271,8 @@ class HttpSession:
 
     def _mind_the_budget(self, response: requests.Response) -> None:
         """An answer that says the rate-limit budget is spent holds the instance until it resets."""
+        if response.status_code == 429 and not self.instance_wide(response):
+            return  # one record's budget, not the instance's
         if response.headers.get("X-RateLimit-Remaining", "").strip() == "0":
             reset = parse_rate_limit_reset(response.headers.get("X-RateLimit-Reset"))
             if reset:
@@ -260,6 +288,7 @@ class HttpSession:
             attempt += 1
             self.pace.acquire(what, max_wait=self.max_wait, served=served)
             served = None
+            response: requests.Response | None = None
             try:
                 response = session.request(method, self.url(path), timeout=self.timeout, **kwargs)
                 auth = session.auth
@@ -287,7 +316,10 @@ class HttpSession:
                 error = exc
                 # 429 and 503 refuse the request before doing it; 500/502/504 may come after the change was made
                 sent = exc.status not in (429, 503)
-            slow_down = error.status == 429 or error.retry_after is not None
+                if exc.status == 429 and response is not None and not self.instance_wide(response):
+                    error = RecordRateLimitedError(str(exc), exc.retry_after, 429)
+            # a record's own limit: this request waits, the instance's other requests do not
+            slow_down = (error.status == 429 or error.retry_after is not None) and not isinstance(error, RecordRateLimitedError)
             if slow_down and error.retry_after is not None and error.retry_after > self.max_wait:
                 self.pace.pause(error.retry_after)  # the other threads need not ask again to be told the same
             if sent and method.upper() not in IDEMPOTENT_METHODS:

@@ -360,8 +360,9 @@ def redact(value: Any) -> Any:
     return value
 
 
-def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
-    """The configuration the demo runs with: the demo ITSM through the real ServiceNow connector."""
+def demo_config(itsm_url: str, workdir: Path, tool: str = "servicenow") -> dict[str, Any]:
+    """The configuration the demo runs with: the demo ITSM through the real ServiceNow connector (or the demo
+    Jira, ``tool="jira"``, through the real Jira connector)."""
     cfg = load_config(None, env={})
     cfg["instance_path"] = str(workdir)
     cfg["database_url"] = os.environ.get("GAPBRIDGE_DATABASE_URL") or f"sqlite:///{workdir / 'gapbridge-demo.db'}"
@@ -371,6 +372,13 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
     from .state import shipped_mappings
 
     cfg["mappings"]["regulatory"] = sorted(available_overlays(shipped_mappings()))  # every check the demo data exercises
+    if tool == "jira":
+        if not os.environ.get("GAPBRIDGE_DATABASE_URL"):  # its own: the two demo tools' tickets never mix under one source
+            cfg["database_url"] = f"sqlite:///{workdir / 'gapbridge-demo-jira.db'}"
+        cfg["connectors"] = {"demo": _demo_jira_options(itsm_url)}
+        return cfg
+    if tool != "servicenow":
+        raise ValueError(f"the demo runs over servicenow or jira, not {tool!r}")
 
     cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
         "type": "servicenow",
@@ -387,3 +395,29 @@ def demo_config(itsm_url: str, workdir: Path) -> dict[str, Any]:
         },
     })}
     return cfg
+
+
+def _demo_jira_options(url: str) -> dict[str, Any]:
+    """The demo Jira (demo_itsm.jira: its account, project and custom field names) through the Jira connector."""
+    from connectors.jira import JiraConnector
+
+    names = {"category": "Category", "subcategory": "Subcategory", "business_unit": "Business unit",
+             "assignment_group": "Assignment group", "reported_via": "Reported via", "affected_ci": "Affected CI",
+             "problem_ref": "Problem", "root_cause": "Root cause", "lessons_learned": "Lessons learned",
+             "resolution_notes": "Resolution notes", "assessed_at": "Assessed at", "acknowledged_at": "Acknowledged at",
+             "contained_at": "Contained at", "major_declared_at": "Major incident declared at", "closed_at": "Closed at",
+             "major_incident": "Major incident", "personal_data_breach": "Personal data breach", "legal_hold": "Legal hold",
+             "maintenance_ref": "Maintenance ref", "capacity_ref": "Capacity ref", "related_refs": "Related incidents",
+             "weakness_refs": "Weakness refs", "vulnerability_refs": "Vulnerability refs", "log_refs": "Log refs",
+             "evidence": "Evidence", "notifications": "Notifications", "escalations": "Escalations"}
+    options: dict[str, Any] = JiraConnector.config_schema().load({
+        "type": "jira",
+        "url": url,
+        "auth": {"method": "api_token", "email": "gapbridge@demo.example", "token": "demo-jira-token"},
+        "jql": "project = INC",
+        "page_size": 200,
+        "field_map": names,
+        "is_security": {"field": "Security incident"},
+        "write_back": {"fields": {"controls_2022": "ISO 27001 controls", "open_gaps": "GapBridge open gaps"}},
+    })
+    return options

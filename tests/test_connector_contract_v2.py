@@ -31,6 +31,7 @@ from connectors.base import (
     FatalConnectorError,
     Page,
     RateLimitedError,
+    RecordRateLimitedError,
     Stream,
     TransportError,
     connector_class,
@@ -430,3 +431,39 @@ def test_a_drain_whose_write_is_cut_mid_body_keeps_the_item_and_never_doubles_th
     assert third.drain.already_current == 1 and third.drain.written == 0 and third.ok
     notes = [sum("[gapbridge:" in j["value"] for j in itsm.journal(sid)) for sid in itsm.sys_ids()]
     assert max(notes) == 1 and sum(notes) == d.due
+
+
+class PerTicketLimitedConnector(FakeConnector):
+    """Jira's per-issue write limit: one ticket's writes are refused for a while, the others' go through."""
+
+    limited: str = ""
+
+    def write_back(self, enrichment: Enrichment) -> Any:
+        if enrichment.external_id == self.limited:
+            raise RecordRateLimitedError(f"PUT issue {enrichment.external_id}: HTTP 429 [jira-per-issue-on-write]", 90.0, 429)
+        return super().write_back(enrichment)
+
+
+def test_one_tickets_write_limit_delays_that_ticket_only(app: Flask) -> None:
+    from plugin.models import OutboxBackoff
+    from plugin.services.enrich import plan
+    from plugin.services.outbox import drain
+
+    tool = FakeTicketing(12)
+    conn = PerTicketLimitedConnector(tool)
+    with app.app_context():
+        state = gapbridge(app)
+        sync_source(conn, worker_process="never", ruleset=state.ruleset)
+        plan(state.ruleset)
+        queued = sorted(db.session.scalars(sa.select(OutboxItem.external_id)))
+        assert len(queued) >= 3
+        conn.limited = queued[1]
+        before = utcnow()
+        summary = drain({"fake": conn}, backoff_base=1, backoff_cap=5)
+        held = db.session.get(OutboxBackoff, "fake")
+        waiting = db.session.scalars(sa.select(OutboxItem).where(OutboxItem.status == "pending")).all()
+    assert summary.written == summary.due - 1 and summary.retrying == 1 and summary.not_attempted == 0
+    assert held is None  # the instance is not held: the next run writes the others at once
+    assert [w.external_id for w in waiting] == [conn.limited]
+    assert (waiting[0].next_attempt_at - before).total_seconds() >= 89  # the wait the tool asked for, for that ticket
+    assert conn.limited not in tool.notes and len(tool.notes) == summary.due - 1

@@ -373,20 +373,24 @@ def db_upgrade(obj: Context) -> None:
 DEMO_SIZE = 300
 DEMO_ITSM_DB = "demo-itsm.sqlite"
 DEMO_ITSM_PORT = "demo-itsm.port"  # the port the demo ITSM had: ticket links carry it, so a restart keeps it
+# the demo Jira's own files: each tool keeps its tickets, and GapBridge's demo database (see demo_config)
+DEMO_JIRA_DB, DEMO_JIRA_PORT = "demo-jira.sqlite", "demo-jira.port"
 
 
-def _demo_itsm(folder: Path, size: int) -> Any:
+def _demo_itsm(folder: Path, size: int, tool: str = "servicenow") -> Any:
     """The demo ITSM of this folder, on the port it had last time if that is free (else on a new one, said)."""
     from demo_itsm import DemoITSM
+    from demo_itsm.jira import DemoJira
 
-    port_file = folder / DEMO_ITSM_PORT
+    port_file = folder / (DEMO_JIRA_PORT if tool == "jira" else DEMO_ITSM_PORT)
     text = port_file.read_text().strip() if port_file.is_file() else ""
     last = int(text) if text.isdigit() and 0 < int(text) < 65536 else 0
     if last and not _port_free("127.0.0.1", last):
         click.echo(f"Port {last} of the demo ITSM is taken now: it moves, and every ticket link with it "
                    "(the next sync re-reads the incidents).", err=True)
         last = 0
-    itsm = DemoITSM(folder / DEMO_ITSM_DB, size=size, port=last).start()
+    itsm = (DemoJira(folder / DEMO_JIRA_DB, size=size, port=last) if tool == "jira"
+            else DemoITSM(folder / DEMO_ITSM_DB, size=size, port=last)).start()
     assert itsm.url is not None
     port_file.write_text(f"{itsm.url.rsplit(':', 1)[1]}\n")
     return itsm
@@ -409,7 +413,7 @@ def _forget_demo_data(folder: Path) -> None:
     """What --reseed removes: the demo ITSM and the demo's own SQLite database (an external one is left as it is)."""
     import os
 
-    for name in (DEMO_ITSM_DB, DEMO_ITSM_PORT, "gapbridge-demo.db"):
+    for name in (DEMO_ITSM_DB, DEMO_ITSM_PORT, "gapbridge-demo.db", DEMO_JIRA_DB, DEMO_JIRA_PORT, "gapbridge-demo-jira.db"):
         for suffix in ("", "-wal", "-shm", "-journal"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
     if os.environ.get("GAPBRIDGE_DATABASE_URL"):
@@ -425,8 +429,11 @@ def _forget_demo_data(folder: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=PORT)
 @click.option("--interval", default=60, show_default=True, type=click.IntRange(5), help="Seconds between passes while serving.")
+@click.option("--tool", type=click.Choice(["servicenow", "jira"]), default="servicenow", show_default=True,
+              help="Which ITSM the demo stands in for: ServiceNow's Table API, or Jira Cloud.")
 @click.pass_obj
-def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str, host: str, port: int, interval: int) -> None:
+def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str, host: str, port: int, interval: int,
+         tool: str) -> None:
     """Run a demo ITSM, sync and assess it, write gaps back, and serve GapBridge."""
     from ..services import shutdown
     from ..services.report import format_report, gap_report
@@ -436,14 +443,15 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
     folder.mkdir(parents=True, exist_ok=True)
     if reseed:
         _forget_demo_data(folder)
-    with _demo_itsm(folder, size or DEMO_SIZE) as itsm:
+    with _demo_itsm(folder, size or DEMO_SIZE, tool) as itsm:
         held = itsm.count()
         if size is not None and held != size:
             click.echo(f"The demo ITSM in {folder} keeps the {held} incidents it already holds (--size {size} seeds only an "
                        "empty one; add --reseed to start over).", err=True)
-        click.echo(f"Demo ITSM (ServiceNow Table API) with {held} incidents on {itsm.url}", err=True)
+        what = "Jira Cloud REST API" if tool == "jira" else "ServiceNow Table API"
+        click.echo(f"Demo ITSM ({what}) with {held} incidents on {itsm.url}", err=True)
         assert itsm.url is not None  # set once the server started
-        cfg = demo_config(itsm.url, folder)
+        cfg = demo_config(itsm.url, folder, tool)
         # the demo's passes come every --interval seconds: its syncs and write-back
         cfg["schedule"].update(sync_interval_seconds=interval, writeback_interval_seconds=interval)
         app = obj.app(cfg)

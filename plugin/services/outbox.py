@@ -39,6 +39,7 @@ from connectors.base import (
     Enrichment,
     PausedError,
     RateLimit,
+    RecordRateLimitedError,
     RetriableConnectorError,
     error_text,
 )
@@ -655,7 +656,9 @@ class _Drain:
             return
         if outcome.kind == RETRY:
             assert isinstance(exc, RetriableConnectorError)
-            message = self._stop_for_wait(lane, exc) if exc.retry_after else None
+            # one ticket's own write limit (Jira's per-issue limit): that ticket waits, the instance's others go on
+            one_ticket = isinstance(exc, RecordRateLimitedError)
+            message = self._stop_for_wait(lane, exc) if exc.retry_after and not one_ticket else None
             attempts = task.attempts + 1
             values: dict[str, Any] = {"attempts": attempts, "last_error": message or error, **released}
             if attempts >= self.max_attempts:
@@ -672,7 +675,9 @@ class _Drain:
                 wait_.retrying += 1
                 wait_.until = until if wait_.until is None else min(wait_.until, until)
             db.session.execute(row.values(**values))
-            if message is None:
+            if one_ticket:
+                log.info("%s %s: %s; that ticket is written again after its wait", task.source, task.external_id, error)
+            elif message is None:
                 s.error(f"{task.source} {task.external_id}: {error}")
                 lane.stop(f"{task.source} {task.external_id}: {error}")  # stop hammering a tool that is down; the rest waits
             if lane.stopped is not None:
