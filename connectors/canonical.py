@@ -134,3 +134,32 @@ def parse_utc(value: Any) -> datetime | None:
 
 def is_sha256(value: Any) -> bool:
     return isinstance(value, str) and bool(_SHA256.match(value))
+
+
+def object_items(value: Any) -> list[dict[str, Any]]:
+    """A list field's items as canonical objects: each must be an object; times in ``ITEM_DATETIME_KEYS`` parsed.
+
+    ValueError names what is wrong (the connector makes it a NormalizationError with the field).
+    """
+    if not isinstance(value, list):
+        raise ValueError(f"expected a JSON list of objects, got {type(value).__name__}")
+    items = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ValueError(f"item {i} is {type(item).__name__}, expected an object")
+        items.append(_item(item))
+    return items
+
+
+def _item(item: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, v in item.items():
+        if key in ITEM_DATETIME_KEYS:
+            try:
+                v = parse_utc(v)
+            except ValueError:
+                v = None  # an unreadable time counts as missing; the raw record keeps the text
+        elif isinstance(v, list):
+            v = [_item(x) if isinstance(x, dict) else x for x in v]
+        out[key] = v
+    return out

@@ -16,7 +16,7 @@ the maps to one record's values, the same way for every tool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,7 +44,7 @@ class MapDefaults:
     security_containers: Sequence[str] = ()
     record_type_categories: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_WEAKNESS_CATEGORIES))
     record_type_containers: Mapping[str, str] = field(default_factory=dict)
-    field_name: validate.Validator | None = None  # what one of the tool's field names looks like
+    field_name: Callable[[Any], Any] | None = None  # validates one of the tool's field names (raises ValidationError)
 
 
 class MappedOptionsSchema(Schema):

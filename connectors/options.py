@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from marshmallow import fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from .redact import has_userinfo
 
@@ -33,3 +34,20 @@ class ServiceUrl(fields.Url):
         if "?" in url or "#" in url:
             raise self.make_error("query")
         return url.rstrip("/")
+
+
+class TimeoutSchema(Schema):
+    """Seconds to wait for a connection and for an answer, on every call to the tool."""
+
+    class Meta:
+        unknown = RAISE
+
+    connect = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
+    read = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
+
+
+def require_for_method(data: Mapping[str, Any], needs: Mapping[str, Sequence[str]]) -> None:
+    """An ``auth`` block's keys that its ``method`` needs, each missing one named (``ValidationError``)."""
+    missing = {k: [f"required for method {data['method']}"] for k in needs[data["method"]] if not data.get(k)}
+    if missing:
+        raise ValidationError(missing)

@@ -50,7 +50,7 @@ from ..base import (
     Stream,
     WriteResult,
 )
-from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
 from .adf import adf_to_text, is_adf, text_to_adf
 from .schema import JiraOptionsSchema
 
@@ -741,28 +741,7 @@ def _json_items(value: Any) -> list[dict[str, Any]]:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(value, list):
-        raise ValueError(f"expected a JSON list of objects, got {type(value).__name__}")
-    items = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise ValueError(f"item {i} is {type(item).__name__}, expected an object")
-        items.append(_item(item))
-    return items
-
-
-def _item(item: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in item.items():
-        if key in ITEM_DATETIME_KEYS:
-            try:
-                v = parse_utc(v)
-            except ValueError:
-                v = None  # an unreadable time counts as missing; the raw record keeps the text
-        elif isinstance(v, list):
-            v = [_item(x) if isinstance(x, dict) else x for x in v]
-        out[key] = v
-    return out
+    return object_items(value)
 
 
 def _label(text: str) -> str:

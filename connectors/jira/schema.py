@@ -16,6 +16,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
 from ..canonical import STATES
 from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
+from ..options import TimeoutSchema, require_for_method
 
 # canonical field -> Jira system field (or the issue's own ``key``). Custom fields differ between sites: map them
 # by name in field_map. Every entry can be changed or switched off (null).
@@ -91,18 +92,7 @@ class AuthSchema(Schema):
 
     @validates_schema
     def _needs(self, data: dict[str, Any], **_: Any) -> None:
-        need = {"api_token": ("email", "token"), "personal_access_token": ("token",), "basic": ("username", "password")}[data["method"]]
-        missing = {k: [f"required for method {data['method']}"] for k in need if not data.get(k)}
-        if missing:
-            raise ValidationError(missing)
-
-
-class TimeoutSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    connect = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
-    read = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
+        require_for_method(data, {"api_token": ("email", "token"), "personal_access_token": ("token",), "basic": ("username", "password")})
 
 
 class VisibilitySchema(Schema):

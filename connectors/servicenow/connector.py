@@ -26,7 +26,7 @@ from ..base import (
     WriteResult,
     next_link,
 )
-from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
 from .schema import ServiceNowOptionsSchema
 
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -389,25 +389,6 @@ def _list_value(canonical: str, cell: Any) -> list[Any]:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(value, list):
-        raise ValueError(f"expected a JSON list of objects, got {type(value).__name__}")
-    items = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise ValueError(f"item {i} is {type(item).__name__}, expected an object")
-        items.append(_item(item))
-    return items
+    return object_items(value)
 
 
-def _item(item: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, v in item.items():
-        if key in ITEM_DATETIME_KEYS:
-            try:
-                v = parse_utc(v)
-            except ValueError:
-                v = None  # an unreadable time counts as missing; the raw record keeps the text
-        elif isinstance(v, list):
-            v = [_item(x) if isinstance(x, dict) else x for x in v]
-        out[key] = v
-    return out

@@ -10,6 +10,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
 from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
+from ..options import TimeoutSchema, require_for_method
 
 # canonical field -> column, for an instance that follows the naming in config.example.yaml.
 # Every entry can be changed or switched off (set to null) in the connector's field_map.
@@ -93,19 +94,8 @@ class AuthSchema(Schema):
 
     @validates_schema
     def _needs(self, data: dict[str, Any], **_: Any) -> None:
-        need = {"basic": ("username", "password"), "oauth_password": ("client_id", "client_secret", "username", "password"),
-                "oauth_client_credentials": ("client_id", "client_secret")}[data["method"]]
-        missing = {k: [f"required for method {data['method']}"] for k in need if not data.get(k)}
-        if missing:
-            raise ValidationError(missing)
-
-
-class TimeoutSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    connect = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
-    read = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
+        require_for_method(data, {"basic": ("username", "password"), "oauth_password": ("client_id", "client_secret", "username", "password"),
+                "oauth_client_credentials": ("client_id", "client_secret")})
 
 
 class WriteBackSchema(Schema):
