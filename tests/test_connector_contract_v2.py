@@ -378,25 +378,35 @@ def test_a_broken_plugin_fails_its_instance_and_the_others_sync(plugins: None, a
 # --- several instances at once --------------------------------------------------------------------------
 
 
-def test_two_servicenow_instances_keep_their_own_bookmarks_maps_and_leases(app_factory: Any, itsm: DemoITSM, tmp_path: Path) -> None:
-    with DemoITSM(tmp_path / "second.db", size=25, seed=7, now=NOW.replace(tzinfo=None)) as second:
-        auth = {"method": "basic", "username": "admin", "password": "admin"}
+def test_two_servicenow_instances_and_a_jira_sync_side_by_side_each_with_its_own_bookmark_and_maps(
+        app_factory: Any, itsm: DemoITSM, tmp_path: Path) -> None:
+    from demo_itsm.jira import DemoJira
+    from plugin.config import _demo_jira_options
+
+    with DemoITSM(tmp_path / "second.db", size=25, seed=7, now=NOW.replace(tzinfo=None)) as second, \
+            DemoJira(tmp_path / "jira.db", size=30, seed=9, now=NOW.replace(tzinfo=None)) as jira:
         app = app_factory(connectors={
             "emea": sn_options(itsm.url, page_size=15),
-            "apac": sn_options(second.url, page_size=10, priority_map={"1": "critical", "2": "critical", "3": "high", "4": "low", "5": "low"},
-                               auth=auth),
+            "apac": sn_options(second.url, page_size=10, priority_map={"1": "critical", "2": "critical", "3": "high", "4": "low", "5": "low"}),
+            "jira": _demo_jira_options(jira.url),
         })
         with app.app_context():
-            result = pipeline.run_pass(gapbridge(app), write_back_after=False)
+            result = pipeline.run_pass(gapbridge(app))
             marks = {b.source: b.value for b in db.session.scalars(sa.select(SyncBookmark))}
             counts = dict(db.session.execute(sa.select(Incident.source, sa.func.count()).group_by(Incident.source)).all())
             apac_high = db.session.scalar(sa.select(sa.func.count()).select_from(Incident).where(
                 Incident.source == "apac", Incident.severity == "high"))
             raw_p3 = second._db.execute("SELECT COUNT(*) FROM incident WHERE priority = '3'").fetchone()[0]
-    assert [s.error for s in result.synced] == [None, None]
-    assert counts == {"emea": SIZE, "apac": 25}
-    assert set(marks) == {"emea", "apac"} and marks["emea"] != marks["apac"]
+            written = dict(db.session.execute(sa.select(OutboxItem.source, sa.func.count()).where(
+                OutboxItem.status == "sent").group_by(OutboxItem.source)).all())
+            again = pipeline.run_pass(gapbridge(app))
+    assert [s.error for s in result.synced] == [None, None, None]
+    assert counts == {"emea": SIZE, "apac": 25, "jira": 30}
+    assert set(marks) == {"emea", "apac", "jira"} and "sys_updated_on" in marks["emea"] and marks["emea"] != marks["apac"]
     assert apac_high == raw_p3  # apac's own priority map: its P3 is high
+    assert set(written) == {"emea", "apac", "jira"} and result.writeback is not None and result.writeback.ok
+    # the second pass reads only what changed since each one's own bookmark (the notes it wrote), and writes nothing
+    assert again.writeback is not None and again.writeback.drain.written == 0
 
 
 def test_an_http_session_is_closed_by_close_and_in_a_fork(connector: ServiceNowConnector) -> None:
