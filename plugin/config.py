@@ -377,8 +377,13 @@ def demo_config(itsm_url: str, workdir: Path, tool: str = "servicenow") -> dict[
             cfg["database_url"] = f"sqlite:///{workdir / 'gapbridge-demo-jira.db'}"
         cfg["connectors"] = {"demo": _demo_jira_options(itsm_url)}
         return cfg
+    if tool == "rt":
+        if not os.environ.get("GAPBRIDGE_DATABASE_URL"):
+            cfg["database_url"] = f"sqlite:///{workdir / 'gapbridge-demo-rt.db'}"
+        cfg["connectors"] = {"demo": demo_rt_options(itsm_url)}
+        return cfg
     if tool != "servicenow":
-        raise ValueError(f"the demo runs over servicenow or jira, not {tool!r}")
+        raise ValueError(f"the demo runs over servicenow, jira or rt, not {tool!r}")
 
     cfg["connectors"] = {"demo": ServiceNowConnector.config_schema().load({
         "type": "servicenow",
@@ -395,6 +400,27 @@ def demo_config(itsm_url: str, workdir: Path, tool: str = "servicenow") -> dict[
         },
     })}
     return cfg
+
+
+def demo_rt_auth() -> dict[str, Any]:
+    """The credentials of the running RT the demo uses: GAPBRIDGE_RT_TOKEN, or GAPBRIDGE_RT_USER and GAPBRIDGE_RT_PASSWORD
+    (by default those of the test server, ``python -m tests.rt_server start``)."""
+    token = os.environ.get("GAPBRIDGE_RT_TOKEN")
+    user = os.environ.get("GAPBRIDGE_RT_USER") or "root"
+    if token:
+        return {"method": "token", "token": token, "username": user}
+    return {"method": "basic", "username": user, "password": os.environ.get("GAPBRIDGE_RT_PASSWORD") or "gapbridge-rt-pw"}
+
+
+def demo_rt_options(url: str) -> dict[str, Any]:
+    """A running Request Tracker 5 through the RT connector: every ticket (or GAPBRIDGE_RT_QUERY), comments written back."""
+    from connectors.rt import RTConnector
+
+    options: dict[str, Any] = RTConnector.config_schema().load({
+        "type": "rt", "url": url, "auth": demo_rt_auth(), "query": os.environ.get("GAPBRIDGE_RT_QUERY", ""),
+        "write_back": {"comment": True},
+    })
+    return options
 
 
 def _demo_jira_options(url: str) -> dict[str, Any]:

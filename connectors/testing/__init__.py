@@ -39,7 +39,7 @@ runs the suite in their own test module::
 
 and runs ``pytest path/to/that_module.py``. pytest (GapBridge's ``test`` extra:
 ``pip install 'gapbridge[test]'``) is needed for the suite only; ``ToolDouble`` and its data
-classes import without it. GapBridge's own doubles: ``connectors.testing.servicenow``.
+classes import without it. GapBridge's own doubles: ``connectors.testing.servicenow``, ``.jira`` and ``.rt``.
 
 A case a double cannot produce for its tool (an expired token where the tool has no token
 auth) is declared in ``ToolDouble.unsupported`` with the reason, and the suite skips it with that

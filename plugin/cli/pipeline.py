@@ -377,8 +377,51 @@ DEMO_ITSM_PORT = "demo-itsm.port"  # the port the demo ITSM had: ticket links ca
 DEMO_JIRA_DB, DEMO_JIRA_PORT = "demo-jira.sqlite", "demo-jira.port"
 
 
+class _RunningRT:
+    """The RT the demo syncs with ``--tool rt``: one already running (RT needs Debian's package; the demo starts none)."""
+
+    def __init__(self, url: str) -> None:
+        import requests
+
+        from ..config import demo_rt_auth
+
+        self.url = url.rstrip("/")
+        auth = demo_rt_auth()
+        self.http = requests.Session()
+        if auth["method"] == "token":
+            self.http.headers["Authorization"] = f"token {auth['token']}"
+        else:
+            self.http.auth = (auth["username"], auth["password"])
+
+    def __enter__(self) -> _RunningRT:
+        import requests
+
+        try:
+            answer = self.http.get(f"{self.url}/REST/2.0/rt", timeout=10)
+        except requests.RequestException:
+            answer = None
+        if answer is None or answer.status_code != 200:
+            said = "no answer" if answer is None else f"HTTP {answer.status_code}"
+            fail(f"No Request Tracker 5 answers at {self.url} ({said}). Start one on loopback (Debian: apt-get install "
+                 "request-tracker5 rt5-db-sqlite rt5-standalone, then, in a GapBridge checkout, `python -m tests.rt_server "
+                 "start`), or point GAPBRIDGE_RT_URL at yours with GAPBRIDGE_RT_USER and GAPBRIDGE_RT_PASSWORD (or "
+                 "GAPBRIDGE_RT_TOKEN).")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.http.close()
+
+    def count(self) -> int:
+        body = self.http.get(f"{self.url}/REST/2.0/tickets", params={"query": "id > 0", "per_page": "1"}, timeout=30).json()
+        return int(body.get("total") or body.get("count") or 0)
+
+
 def _demo_itsm(folder: Path, size: int, tool: str = "servicenow") -> Any:
     """The demo ITSM of this folder, on the port it had last time if that is free (else on a new one, said)."""
+    if tool == "rt":
+        import os
+
+        return _RunningRT(os.environ.get("GAPBRIDGE_RT_URL") or "http://127.0.0.1:8095")
     from demo_itsm import DemoITSM
     from demo_itsm.jira import DemoJira
 
@@ -413,7 +456,8 @@ def _forget_demo_data(folder: Path) -> None:
     """What --reseed removes: the demo ITSM and the demo's own SQLite database (an external one is left as it is)."""
     import os
 
-    for name in (DEMO_ITSM_DB, DEMO_ITSM_PORT, "gapbridge-demo.db", DEMO_JIRA_DB, DEMO_JIRA_PORT, "gapbridge-demo-jira.db"):
+    for name in (DEMO_ITSM_DB, DEMO_ITSM_PORT, "gapbridge-demo.db", DEMO_JIRA_DB, DEMO_JIRA_PORT, "gapbridge-demo-jira.db",
+                 "gapbridge-demo-rt.db"):
         for suffix in ("", "-wal", "-shm", "-journal"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
     if os.environ.get("GAPBRIDGE_DATABASE_URL"):
@@ -429,8 +473,9 @@ def _forget_demo_data(folder: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=PORT)
 @click.option("--interval", default=60, show_default=True, type=click.IntRange(5), help="Seconds between passes while serving.")
-@click.option("--tool", type=click.Choice(["servicenow", "jira"]), default="servicenow", show_default=True,
-              help="Which ITSM the demo stands in for: ServiceNow's Table API, or Jira Cloud.")
+@click.option("--tool", type=click.Choice(["servicenow", "jira", "rt"]), default="servicenow", show_default=True,
+              help="Which ITSM the demo stands in for: ServiceNow's Table API, or Jira Cloud; rt: a running Request "
+                   "Tracker 5 (GAPBRIDGE_RT_URL, default http://127.0.0.1:8095).")
 @click.pass_obj
 def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str, host: str, port: int, interval: int,
          tool: str) -> None:
@@ -448,7 +493,7 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
         if size is not None and held != size:
             click.echo(f"The demo ITSM in {folder} keeps the {held} incidents it already holds (--size {size} seeds only an "
                        "empty one; add --reseed to start over).", err=True)
-        what = "Jira Cloud REST API" if tool == "jira" else "ServiceNow Table API"
+        what = {"jira": "Jira Cloud REST API", "rt": "Request Tracker 5 REST2"}.get(tool, "ServiceNow Table API")
         click.echo(f"Demo ITSM ({what}) with {held} incidents on {itsm.url}", err=True)
         assert itsm.url is not None  # set once the server started
         cfg = demo_config(itsm.url, folder, tool)
