@@ -13,7 +13,7 @@ These modules may import the standard library, ``requests`` and ``marshmallow`` 
 from __future__ import annotations
 
 from .auth import OAuth2TokenAuth, SchemeTokenAuth
-from .contract import READ_ONLY, WRITE_CAPABILITIES, Capabilities, Connector, Enrichment, Page, Stream, WriteResult
+from .contract import ENRICHMENT_FIELDS, READ_ONLY, WRITE_CAPABILITIES, Capabilities, Connector, Enrichment, Page, Stream, WriteResult
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -59,7 +59,7 @@ from .redact import redact_urls, redacted_traceback
 from .registry import ENTRY_POINT_GROUP, ConnectorLoadError, available_connectors, connector_class, connector_types
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "IDEMPOTENT_METHODS", "READ_ONLY", "RETRIABLE_STATUSES", "WRITE_CAPABILITIES",
+    "ENRICHMENT_FIELDS", "ENTRY_POINT_GROUP", "IDEMPOTENT_METHODS", "READ_ONLY", "RETRIABLE_STATUSES", "WRITE_CAPABILITIES",
     "AuthenticationError", "BadRequestError", "Capabilities", "ConfigurationError", "Connector", "ConnectorError", "ConnectorLoadError",
     "CursorTokenPaginator", "Enrichment", "FatalConnectorError", "GoneError", "HttpSession", "InvalidResponseError", "KeysetPaginator",
     "LinkHeaderPaginator", "MapDefaults", "MappedOptionsSchema", "MappedValues", "NormalizationError", "NotFoundError",

@@ -35,6 +35,9 @@ from .http import HttpSession
 
 #: what a connector may write onto a ticket
 WRITE_CAPABILITIES = frozenset({"note", "fields", "labels", "properties"})
+#: the names in ``Enrichment.fields`` a connector may map onto the ticket's own fields (see plugin.services.enrich)
+ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
+                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "accepted_risks", "accepted_checks", "ruleset")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
+from ..base import ENRICHMENT_FIELDS, MapDefaults, MappedOptionsSchema, ServiceUrl
 from ..canonical import STATES
 from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
 from ..options import TimeoutSchema, require_for_method
@@ -66,9 +66,6 @@ DEFAULT_ISSUE_TYPES: dict[str, str] = {
 # a reported weakness is no security incident (its record type says what it is)
 DEFAULT_SECURITY_ISSUE_TYPES = ("Security incident", "Security event")
 
-# what the write-back may put into the ticket's own fields (see plugin.services.enrich)
-ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
-                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "accepted_risks", "accepted_checks", "ruleset")
 
 _ORDER_BY = re.compile(r"\border\s+by\b", re.IGNORECASE)
 _PROPERTY_KEY = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$",

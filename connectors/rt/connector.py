@@ -41,7 +41,7 @@ from ..base import (
     Stream,
     WriteResult,
 )
-from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, ITEM_DATETIME_KEYS, LIST_FIELDS, empty_incident, parse_utc
+from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
 from .schema import CORE_FIELDS, RTOptionsSchema, custom_field_name
 
 log = logging.getLogger("connectors.rt")
@@ -633,18 +633,4 @@ def _list_value(canonical: str, value: Any) -> list[Any]:
         parsed = json.loads("\n".join(str(v) for v in values)) if len(values) == 1 else [json.loads(str(v)) for v in values]
     except json.JSONDecodeError as exc:
         raise ValueError(f"not a JSON list ({exc.msg} at character {exc.pos})") from None
-    if not isinstance(parsed, list):
-        raise ValueError(f"expected a JSON list of objects, got {type(parsed).__name__}")
-    items = []
-    for i, item in enumerate(parsed):
-        if not isinstance(item, dict):
-            raise ValueError(f"item {i} is {type(item).__name__}, expected an object")
-        items.append({k: (_item_time(v) if k in ITEM_DATETIME_KEYS else v) for k, v in item.items()})
-    return items
-
-
-def _item_time(value: Any) -> datetime | None:
-    try:
-        return parse_utc(value)
-    except ValueError:
-        return None  # an unreadable time counts as missing; the raw record keeps the text
+    return object_items(parsed)

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
+from ..base import ENRICHMENT_FIELDS, MapDefaults, MappedOptionsSchema, ServiceUrl
 from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
-from ..servicenow.schema import ENRICHMENT_FIELDS
+from ..options import TimeoutSchema, require_for_method
 
 # RT caps per_page at 100 (REST2 answers 100 for anything above)
 MAX_PER_PAGE = 100
@@ -72,18 +72,7 @@ class AuthSchema(Schema):
 
     @validates_schema
     def _needs(self, data: dict[str, Any], **_: Any) -> None:
-        need = {"token": ("token",), "basic": ("username", "password")}[data["method"]]
-        missing = {k: [f"required for method {data['method']}"] for k in need if not data.get(k)}
-        if missing:
-            raise ValidationError(missing)
-
-
-class TimeoutSchema(Schema):
-    class Meta:
-        unknown = RAISE
-
-    connect = fields.Float(load_default=5.0, validate=validate.Range(min=0.1, max=300))
-    read = fields.Float(load_default=60.0, validate=validate.Range(min=0.1, max=3600))
+        require_for_method(data, {"token": ("token",), "basic": ("username", "password")})
 
 
 class TimelineSchema(Schema):

@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from ..base import MapDefaults, MappedOptionsSchema, ServiceUrl
+from ..base import ENRICHMENT_FIELDS, MapDefaults, MappedOptionsSchema, ServiceUrl
 from ..fieldmap import DEFAULT_WEAKNESS_CATEGORIES
 from ..options import TimeoutSchema, require_for_method
 
@@ -63,9 +63,6 @@ DEFAULT_STATE_MAPS: dict[str, dict[str, str]] = {
 }
 DEFAULT_PRIORITY_MAP = {"1": "critical", "2": "high", "3": "medium", "4": "low", "5": "low"}
 
-# what the write-back may put into the ticket's own columns (see plugin.services.enrich and .outbox)
-ENRICHMENT_FIELDS = ("open_gaps", "gap_checks", "controls_2022", "controls_2013", "compliance_status", "worst_severity",
-                     "improvements", "improvement_checks", "pending_clocks", "next_due_at", "accepted_risks", "accepted_checks", "ruleset")
 
 _COLUMN = validate.Regexp(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$", error="not a ServiceNow column name: {input}")
 # keyset pagination appends its own ^NQ and ORDERBY: a scope that has them would change meaning
