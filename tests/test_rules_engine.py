@@ -351,3 +351,42 @@ def test_the_canonical_contract_is_documented() -> None:
     undocumented += [f"{item}.{k}" for item, keys in ITEM_KEYS.items() for k in keys if f"`{k}`" not in text]
     undocumented += [v for values in [*FIELD_VALUES.values(), *ITEM_VALUES.values()] for v in values if f"`{v}`" not in text]
     assert not undocumented, undocumented
+
+
+def _every_outcome(ruleset: Any, incident: dict, now: datetime) -> list[tuple]:
+    """What evaluating every incident check gives, none skipped."""
+    return [(c.id, *found) for c in ruleset.incident_checks if (found := c.outcome(incident, now)) is not None]
+
+
+def test_skipping_the_checks_an_incidents_values_rule_out_gives_the_outcomes_of_every_check() -> None:
+    """``incident_checks_for`` drops checks by record type, flags and vocabulary values: the outcomes are those of all checks,
+    for every combination of those values, including values outside the vocabulary and numbers for flags."""
+    import itertools
+    import random
+
+    from plugin.rules.loader import available_overlays
+    from plugin.services.assess import applicable_outcomes
+
+    ruleset = load_ruleset(REPO / "mappings", overlays=available_overlays(REPO / "mappings"))
+    keyed = ruleset._candidates.fields
+    assert {"record_type", "is_security"} <= set(keyed), keyed  # what makes the skipping worth having
+    unusual = [None, "", "Incident", 1, 0, 1.0]
+    choices = {
+        "record_type": ["event", "incident", "weakness", "request", *unusual],
+        "severity": ["critical", "high", "medium", "low", *unusual],
+        "state": ["new", "in_progress", "resolved", "closed", *unusual],
+    }
+    rng = random.Random(27001)
+    compared = skipped = 0
+    for base in (create_incident(), create_incident(state="in_progress", resolved_at=None, closed_at=None, evidence=[],
+                                                    lessons_learned=None, major_incident=True, personal_data_breach=True)):
+        for values in itertools.product(*(choices.get(f, [True, False, *unusual]) for f in keyed)):
+            if rng.random() > 0.02 and compared > 50:  # every combination is too many; a seeded sample of them
+                continue
+            incident = {**base, **dict(zip(keyed, values, strict=True))}
+            assert applicable_outcomes(ruleset, incident, NOW) == _every_outcome(ruleset, incident, NOW), incident
+            compared += 1
+            skipped += len(ruleset.incident_checks) - len(ruleset.incident_checks_for(incident))
+    assert compared > 200 and skipped > 0
+    # a list where a vocabulary word belongs (the canonical validation refuses it): no check is skipped for it
+    assert ruleset.incident_checks_for({**create_incident(), "record_type": ["incident"]}) == ruleset.incident_checks

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 import sqlalchemy as sa
 
+from plugin.db.bulk import copy_text_value
 from plugin.extensions import db
 from plugin.models import Finding, Incident, utcnow
 from plugin.services import store
-from plugin.services.assess import refresh_outcome_masks
+from plugin.services.assess import FINDING_COLUMNS, check_constants, insert_findings, refresh_outcome_masks
 from plugin.services.store import encode_incidents, upsert_incidents
 from plugin.services.sync import sync_source
 from plugin.state import gapbridge
@@ -68,6 +70,26 @@ def on_postgres() -> bool:
 def insert_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Write every incident by INSERT ... ON CONFLICT (what SQLite does, and PostgreSQL when a COPY fails)."""
     monkeypatch.setattr(store, "_copy_new", lambda table, rows: False)
+    monkeypatch.setattr(store, "_merge_staged", lambda table, rows: False)
+
+
+def merges(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each staged merge of stored incidents came to (PostgreSQL only)."""
+    results: list[bool] = []
+    real = store._merge_staged
+
+    def spy(table: Any, rows: Any) -> bool:
+        results.append(real(table, rows))
+        return results[-1]
+    monkeypatch.setattr(store, "_merge_staged", spy)
+    return results
+
+
+def row_facts(source: str) -> list[tuple[Any, ...]]:
+    """(id, revision, number, source, external_id) of the stored rows of ``source``, as ``Upserted.stored`` names them."""
+    t = Incident.__table__.c
+    return [tuple(r) for r in db.session.execute(
+        sa.select(t.id, t.revision, t.number, t.source, t.external_id).where(t.source == source))]
 
 
 def test_new_incidents_are_stored_the_same_by_copy_and_by_insert(app, monkeypatch) -> None:
@@ -166,3 +188,92 @@ def test_the_masks_a_sync_writes_with_new_incidents_are_those_of_their_findings(
         assert db.session.execute(sa.select(t.id, t.control_outcomes, t.subprocess_outcomes).order_by(t.id)).all() == written
         db.session.rollback()
 
+
+
+def _second_page(source: str) -> list[dict[str, Any]]:
+    """Of incidents 0..5 stored before: 2 and 4 changed, the others the same; 6 and 7 new."""
+    return [tricky(source, n, title=f"changed {n}" if n in (2, 4) else tricky(source, n)["title"]) for n in range(6)] + [
+        tricky(source, n) for n in (6, 7)]
+
+
+def test_stored_incidents_are_updated_the_same_by_the_staged_merge_and_by_insert(app, monkeypatch) -> None:
+    """PostgreSQL: COPY into a temporary table and one INSERT ... SELECT ... ON CONFLICT stores what one INSERT a row stores,
+    masks and first_seen_at kept, and names each assessed row (id, revision) without reading it back."""
+    t1 = utcnow()
+    t2 = t1 + timedelta(minutes=5)
+    with app.app_context():
+        for source in ("staged", "ref"):
+            upsert_page(source, [tricky(source, n) for n in range(6)], t1)
+        db.session.commit()
+        with monkeypatch.context() as m:
+            done = merges(m)
+            up = upsert_page("staged", _second_page("staged"), t2, masks=False)
+            again = upsert_page("staged", _second_page("staged"), t2 + timedelta(minutes=1), masks=False)  # the temp table reused
+        assert done == ([True, True] if on_postgres() else [])
+        with monkeypatch.context() as m:
+            insert_only(m)
+            ref = upsert_page("ref", _second_page("ref"), t2, masks=False)
+            upsert_page("ref", _second_page("ref"), t2 + timedelta(minutes=1), masks=False)
+        db.session.commit()
+        assert (up.changed, up.stale, up.new) == (ref.changed, ref.stale, ref.new) == (
+            4, [f"{n:032x}" for n in (2, 4, 6, 7)], [f"{n:032x}" for n in (6, 7)])
+        assert (again.changed, again.stale) == (0, [])
+        assert stored("staged") == stored("ref")
+        rows = {r["external_id"]: r for r in stored("staged")}
+        assert rows[f"{2:032x}"]["title"] == "changed 2" and rows[f"{2:032x}"]["revision"] == 2
+        assert rows[f"{3:032x}"]["control_outcomes"] == 21 and rows[f"{3:032x}"]["first_seen_at"] == t1
+        if on_postgres():
+            facts = {f[4]: f for f in row_facts("staged")}
+            assert up.stored is not None and [tuple(s) for s in up.stored] == [facts[e] for e in up.stale]
+        else:
+            assert up.stored is None  # the assessment reads them back
+
+
+def test_a_page_holding_a_stored_incident_twice_is_written_row_by_row_with_its_last_content(app, monkeypatch) -> None:
+    """One INSERT ... SELECT may update a row only once: such a page is not merged from the temporary table."""
+    t1 = utcnow()
+    with app.app_context():
+        for source in ("twice", "ref2"):
+            upsert_page(source, [tricky(source, n) for n in range(3)], t1)
+        db.session.commit()
+        with monkeypatch.context() as m:
+            done = merges(m)
+            up = upsert_page("twice", [tricky("twice", 1, title="first"), tricky("twice", 2), tricky("twice", 1, title="last")],
+                             t1 + timedelta(minutes=5), masks=False)
+        assert done == []
+        with monkeypatch.context() as m:
+            insert_only(m)
+            upsert_page("ref2", [tricky("ref2", 1, title="first"), tricky("ref2", 2), tricky("ref2", 1, title="last")],
+                        t1 + timedelta(minutes=5), masks=False)
+        db.session.commit()
+        assert up.stored is None
+        rows = stored("twice")
+        assert [r["title"] for r in rows][1] == "last" and rows == stored("ref2")
+        assert rows[1]["revision"] == 2  # one revision for the page, however often it holds the incident
+
+
+def test_finding_details_with_backslashes_tabs_and_line_ends_are_stored_as_they_are(app) -> None:
+    """PostgreSQL writes findings by COPY in text format, each value escaped by hand: what is read back is what was meant."""
+    with app.app_context():
+        ruleset = gapbridge(app).ruleset
+        upsert_page("f", [tricky("f", 1)], utcnow())
+        incident_id = db.session.scalar(sa.select(Incident.id).where(Incident.source == "f"))
+        details = ['a \\ backslash', "tab\there", "line\nend", "\\N", "\r", 'quote " é 中']
+        check = ruleset.incident_checks[0]
+        at = utcnow()
+        encode = store.column_encoder(Finding.__table__, "evaluated_at", db.engine.dialect.name)
+        insert_findings([(*check_constants(check, ruleset.hash), incident_id, "fail", orjson.dumps(details).decode(),
+                          encode(at), encode(at), None, None)])
+        row = db.session.execute(sa.select(*(Finding.__table__.c[c] for c in FINDING_COLUMNS))
+                                 .where(Finding.incident_id == incident_id)).one()._mapping
+        assert row["details"] == details and row["check_id"] == check.id and row["status"] == "fail"
+        assert row["evaluated_at"] == at and row["first_failed_at"] == at and row["due_at"] is None
+        db.session.rollback()
+
+
+@pytest.mark.parametrize("value, text", [
+    (None, "\\N"), (True, "t"), (False, "f"), ("plain", "plain"), ("\\N", "\\\\N"),
+    ("a\tb\nc\rd\\e", "a\\tb\\nc\\rd\\\\e"), (7, "7"),
+])
+def test_copy_text_values(value: Any, text: str) -> None:
+    assert copy_text_value(value) == text

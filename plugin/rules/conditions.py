@@ -56,15 +56,21 @@ PARENT = "incident."  # inside count/every, names the enclosing incident's field
 
 
 class Predicate:
-    """A compiled condition: callable, with a description and an explainer."""
+    """A compiled condition: callable, with a description and an explainer.
 
-    __slots__ = ("fn", "text", "children", "kind")
+    ``admits`` (a leaf ``field`` equals or in): (field, the values it holds for), so that a
+    ruleset can skip, without calling them, the checks an incident's value rules out.
+    """
 
-    def __init__(self, fn: Fn, text: str, kind: str, children: tuple[Predicate, ...] = ()) -> None:
+    __slots__ = ("fn", "text", "children", "kind", "admits")
+
+    def __init__(self, fn: Fn, text: str, kind: str, children: tuple[Predicate, ...] = (),
+                 admits: tuple[str, frozenset[Any]] | None = None) -> None:
         self.fn = fn
         self.text = text
         self.kind = kind
         self.children = children
+        self.admits = admits
 
     def __call__(self, incident: Mapping[str, Any], now: datetime) -> bool:
         return self.fn(incident, now)
@@ -302,6 +308,25 @@ def _empty(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
 _FIELD_OPS = ("equals", "in", "matches", "before", *COMPARATORS)
 
 
+def _admits(name: str, values: Any, scope: Scope) -> tuple[str, frozenset[Any]] | None:
+    """What an equals/in leaf admits, for an incident's own field (not a list item's) with hashable values."""
+    if scope.item_of is not None or name in LIST_FIELDS:
+        return None
+    try:
+        return name, frozenset(values)
+    except TypeError:
+        return None
+
+
+def necessary_values(predicate: Predicate) -> list[tuple[str, frozenset[Any]]]:
+    """(field, values) pairs an incident must all meet for ``predicate`` to hold: its leaves joined by ``all``."""
+    if predicate.admits is not None:
+        return [predicate.admits]
+    if predicate.kind == "all":
+        return [pair for child in predicate.children for pair in necessary_values(child)]
+    return []
+
+
 def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Predicate:
     ops = [k for k in node if k in _FIELD_OPS]
     if len(ops) != 1:
@@ -321,7 +346,8 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
             raw = _timestamp(raw, p, vloc)
         _known_values([raw], name, scope, p, vloc)
         v = raw
-        return Predicate(lambda inc, now: inc.get(name) == v, custom or f"{label} is {v}", "leaf")
+        return Predicate(lambda inc, now: inc.get(name) == v, custom or f"{label} is {v}", "leaf",
+                         admits=_admits(name, [v], scope))
     if op == "in":
         if not isinstance(raw, list) or not raw:
             raise MappingError(vloc, p, "expected a non-empty list of values")
@@ -329,7 +355,8 @@ def _field_condition(node: dict, path: str, loc: Location, scope: Scope) -> Pred
         values = frozenset(raw)
         if name in LIST_FIELDS and scope.item_of is None:
             return Predicate(lambda inc, now: any(x in values for x in inc.get(name) or ()), custom or f"{label} includes one of {sorted(map(str, values))}", "leaf")
-        return Predicate(lambda inc, now: inc.get(name) in values, custom or f"{label} is one of {', '.join(map(str, raw))}", "leaf")
+        return Predicate(lambda inc, now: inc.get(name) in values, custom or f"{label} is one of {', '.join(map(str, raw))}", "leaf",
+                         admits=_admits(name, values, scope))
     if op == "matches":
         if not isinstance(raw, str):
             raise MappingError(vloc, p, "expected a regular expression string")

@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from connectors.canonical import SEVERITIES
+from connectors.canonical import FIELD_VALUES, FIELDS, SEVERITIES
 
 from .catalogue import Catalogue
-from .conditions import ALWAYS, Predicate
+from .conditions import ALWAYS, Predicate, necessary_values
 from .subprocesses import Relation, SubProcess
 from .yamlsource import Location
 
@@ -130,10 +130,54 @@ class Ruleset:
         self.by_id = {c.id: c for c in self.checks}
         self.incident_checks = [c for c in self.checks if not c.across]
         self.across_checks = [c for c in self.checks if c.across]
+        self._candidates = _CandidateChecks(self.incident_checks)
 
     def check(self, check_id: str) -> Check | None:
         return self.by_id.get(check_id)
 
+    def incident_checks_for(self, incident: Mapping[str, Any]) -> list[Check]:
+        """The incident checks that may apply to ``incident``, in ruleset order; the others do not apply to it."""
+        return self._candidates.of(incident)
+
     def assess(self, incident: Mapping[str, Any], now: datetime) -> list[tuple[Check, str]]:
         """Per-incident checks only; checks across incidents need the whole set."""
         return [(c, c.evaluate(incident, now)) for c in self.incident_checks]
+
+
+# flags and fields of a closed vocabulary (FIELD_VALUES: each is its own kind): few distinct values, so the
+# candidate lists, one per combination met, stay few
+_KEYED_KINDS = frozenset({"bool", *FIELD_VALUES})
+_MAX_COMBINATIONS = 4096
+
+
+class _CandidateChecks:
+    """Incident checks by the values of the fields their ``applies_when`` requires, such as record type and flags.
+
+    Most checks apply to few incidents and most ``applies_when`` begin with a record type or a
+    flag: evaluating every check on every incident was most of an assessment's time. A check is
+    skipped only when one of the values its condition requires (``necessary_values``) rules it
+    out, so the outcomes are those of all checks.
+    """
+
+    def __init__(self, checks: list[Check]) -> None:
+        self.checks = checks
+        required = [necessary_values(c.applies) for c in checks]
+        self.fields = tuple(sorted({f for pairs in required for f, _ in pairs if FIELDS.get(f) in _KEYED_KINDS}))
+        self.required = [[(self.fields.index(f), values) for f, values in pairs if f in self.fields] for pairs in required]
+        self.by_values: dict[tuple[Any, ...], list[Check]] = {}
+
+    def of(self, incident: Mapping[str, Any]) -> list[Check]:
+        if not self.fields:
+            return self.checks
+        key = tuple([incident.get(f) for f in self.fields])
+        try:
+            return self.by_values[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value where a flag or a vocabulary word belongs: let every check see it
+            return self.checks
+        found = [c for c, pairs in zip(self.checks, self.required, strict=True)
+                 if all(key[i] in values for i, values in pairs)]
+        if len(self.by_values) < _MAX_COMBINATIONS:
+            self.by_values[key] = found
+        return found

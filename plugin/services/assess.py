@@ -14,14 +14,14 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
 
 from connectors.canonical import FIELDS, OPEN_STATES
 
-from ..db.bulk import JsonText, bulk_update, column_encoder, heap_frozen, insert_encoded, one_of
+from ..db.bulk import JsonText, bulk_update, column_encoder, copy_text, copy_text_value, heap_frozen, insert_encoded, one_of
 from ..extensions import db
 from ..models import Finding, Incident, utcnow
 from ..queries.coverage import MASK_COLUMNS, MASK_RANK, mask_bits, stored_masks
@@ -72,7 +72,7 @@ Outcome = tuple[str, str, list[str], datetime | None]
 def applicable_outcomes(ruleset: Ruleset, incident: Mapping[str, Any], now: datetime) -> list[Outcome]:
     """The outcome of every incident check that applies; the rest are not applicable."""
     out = []
-    for check in ruleset.incident_checks:
+    for check in ruleset.incident_checks_for(incident):
         found = check.outcome(incident, now)
         if found is not None:
             out.append((check.id, *found))
@@ -161,24 +161,27 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
     constants = {c.id: check_constants(c, ruleset.hash) for c in ruleset.incident_checks}
     findings: list[tuple[Any, ...]] = []
     events = []
+    counts: dict[str, int] = {}
     for row, outcomes in batch:
         before_all = previous.get(row.id, {})
         opened_ids: list[str] = []
         failing = set()
-        mask = masks[row.id]
+        mask = None if row.id in masks_written else masks[row.id]  # those the caller wrote are not written again
         for check_id, status, details, due_at in outcomes:
-            summary.statuses[status] += 1
-            _set_bits(mask, bits, check_id, status)
+            counts[status] = counts.get(status, 0) + 1
+            if mask is not None:
+                _set_bits(mask, bits, check_id, status)
             before = before_all.get(check_id)
-            was_fail = before is not None and before[0] == FAIL
-            first_failed, resolved = _fail_times(status, before, encode_time, evaluated_at)
-            findings.append((*constants[check_id], row.id, status, _details_json(details), evaluated_at, first_failed,
-                             None if due_at is None else encode_time(due_at), resolved))
+            if before is None:  # as _fail_times has it with nothing before (an incident's first assessment: most)
+                first_failed, resolved = (evaluated_at if status == FAIL else None), None
+            else:
+                first_failed, resolved = _fail_times(status, before, encode_time, evaluated_at)
+            findings.append((*constants[check_id], row.id, status, orjson.dumps(details).decode() if details else "[]",
+                             evaluated_at, first_failed, None if due_at is None else encode_time(due_at), resolved))
             if status == FAIL:
                 failing.add(check_id)
-                if not was_fail:
+                if before is None or before[0] != FAIL:
                     opened_ids.append(check_id)
-        summary.statuses[NOT_APPLICABLE] += n_checks - len(outcomes)
         # a gap closes when its check passes now or no longer applies
         closed_ids = [c.id for c in ruleset.incident_checks
                       if c.id in before_all and before_all[c.id][0] == FAIL and c.id not in failing] if before_all else []
@@ -186,9 +189,12 @@ def store_outcomes(ruleset: Ruleset, batch: Sequence[tuple[Any, Sequence[Outcome
             summary.opened += len(opened_ids)
             summary.closed += len(closed_ids)
             events.append(_gaps_event(row.id, row.number, row.source, opened_ids, closed_ids, ruleset.hash))
+    applicable = sum(counts.values())
+    summary.statuses.update(counts)
+    summary.statuses[NOT_APPLICABLE] += n_checks * len(batch) - applicable
     if ids:
         db.session.execute(ft.delete().where(mine), {"ids": ids})
-    insert_encoded(ft, FINDING_COLUMNS, findings)
+    insert_findings(findings)
     if mark_assessed:
         bulk_update(Incident.__table__, "id", [{"id": r.id, "assessed_revision": r.revision, "assessed_ruleset": ruleset.hash,
                                                  "last_assessed_on": now, **dict(zip(MASK_COLUMNS, masks[r.id], strict=True))}
@@ -240,6 +246,34 @@ FINDING_COLUMNS = ["check_id", "severity", "subprocess", "relation", "kind", "co
                    "incident_id", "status", "details", "evaluated_at", "first_failed_at", "due_at", "resolved_at"]
 
 
+def insert_findings(findings: Sequence[tuple[Any, ...]]) -> None:
+    """INSERT finding rows (``FINDING_COLUMNS``, encoded), in the caller's transaction.
+
+    On PostgreSQL by COPY in text format, each line formatted here: a finding's first eight
+    columns are its check's (``check_constants``), formatted once per check, and most of its
+    times are the assessment's one time.
+    """
+    ft = Finding.__table__
+    if db.engine.dialect.name != "postgresql":
+        insert_encoded(ft, FINDING_COLUMNS, findings)
+        return
+    heads: dict[Any, str] = {}  # by check id: one ruleset (hash) per call
+    times: dict[Any, str] = {None: copy_text_value(None)}
+    lines = []
+    for f in findings:
+        head = heads.get(f[0])
+        if head is None:
+            head = heads[f[0]] = "".join(copy_text_value(v) + "\t" for v in f[:8])
+        texts = []
+        for at in f[11:]:
+            text = times.get(at)
+            if text is None:
+                text = times[at] = copy_text_value(at)
+            texts.append(text)
+        lines.append(head + "\t".join((str(f[8]), copy_text_value(f[9]), copy_text_value(f[10]), *texts)) + "\n")
+    copy_text(ft, FINDING_COLUMNS, lines)
+
+
 def _fail_times(status: str, before: tuple[str, Any, Any] | None, encode_time: Any, evaluated_at: Any) -> tuple[Any, Any]:
     """(first_failed_at, resolved_at): an open gap keeps the time it opened; one that came to pass keeps both times,
     so that how many gaps were open at any past moment can be counted (the dashboard's trend)."""
@@ -287,33 +321,54 @@ def _assess_across(ruleset: Ruleset, now: datetime, summary: AssessSummary) -> N
         db.session.commit()
 
 
-def _across_batches(check: Any) -> Iterator[tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None]]:
-    """(ids, incidents, referenced incidents by number) batches of every stored incident, for one check.
+# what _store_across compares a new outcome with: the check's finding stored for each incident that has one
+_Stored = dict[int, "_StoredFinding"]
+
+
+class _StoredFinding(NamedTuple):
+    status: str
+    details: Any
+    first_failed_at: Any
+    resolved_at: Any
+    ruleset_hash: str
+
+
+def _across_batches(check: Any) -> Iterator[tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None, _Stored]]:
+    """(ids, incidents, referenced incidents by number, stored findings by incident) batches of every stored incident.
 
     Streamed in the order of the rule's partition, so that memory holds a batch (or one
-    large partition), not the whole table.
+    large partition), not the whole table. Each incident comes with the check's finding
+    stored for it (an outer join on the findings' unique index), not read again per batch.
     """
     t = Incident.__table__.c
     rule = check.rule
     needed = sorted({"number", "source"} | set(check.fields))
-    columns = [t.id, *(getattr(t, n) for n in needed)]
+    old = Finding.__table__.alias("old")
+    kept = [old.c.status, old.c.details, old.c.first_failed_at, old.c.resolved_at, old.c.ruleset_hash]
+    columns = [t.id, *(getattr(t, n) for n in needed), old.c.id.label("old_id"), *(c.label(f"old_{c.name}") for c in kept)]
     order = [*(getattr(t, f) for f in rule.partition_by), t.id]
+    joined = Incident.__table__.outerjoin(old, sa.and_(old.c.incident_id == t.id, old.c.check_id == check.id))
     with db.engine.connect() as reader:
-        rows = reader.execution_options(stream_results=True, yield_per=ACROSS_BATCH).execute(sa.select(*columns).order_by(*order))
+        rows = reader.execution_options(stream_results=True, yield_per=ACROSS_BATCH).execute(
+            sa.select(*columns).select_from(joined).order_by(*order))
         ids: list[int] = []
         incidents: list[dict[str, Any]] = []
+        stored: _Stored = {}
         last_key: tuple[Any, ...] | None = None
         for row in rows:
             incident = canonical_subset(row, needed)
             key = rule.partition_key(incident)
             if len(ids) >= ACROSS_BATCH and (key is None or key != last_key):
-                yield ids, incidents, _referenced(rule, incidents, needed)
-                ids, incidents = [], []
+                yield ids, incidents, _referenced(rule, incidents, needed), stored
+                ids, incidents, stored = [], [], {}
             ids.append(row.id)
             incidents.append(incident)
+            if row.old_id is not None:
+                stored[row.id] = _StoredFinding(row.old_status, row.old_details, row.old_first_failed_at, row.old_resolved_at,
+                                                row.old_ruleset_hash)
             last_key = key
         if ids:
-            yield ids, incidents, _referenced(rule, incidents, needed)
+            yield ids, incidents, _referenced(rule, incidents, needed), stored
 
 
 def _referenced(rule: Any, incidents: list[dict[str, Any]], needed: list[str]) -> dict[str, dict[str, Any]] | None:
@@ -329,17 +384,13 @@ def _referenced(rule: Any, incidents: list[dict[str, Any]], needed: list[str]) -
     return known
 
 
-def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None],
+def _store_across(ruleset: Ruleset, check: Any,
+                  batch: tuple[list[int], list[dict[str, Any]], dict[str, dict[str, Any]] | None, _Stored],
                   now: datetime, summary: AssessSummary) -> None:
-    ids, incidents, known = batch
+    ids, incidents, known, before = batch
     outcomes = evaluate_across_detailed(check, incidents, now, known)
     ft = Finding.__table__
     some = one_of(ft.c.incident_id)
-    before: dict[int, Any] = {}
-    for start in range(0, len(ids), BATCH):  # a batch holds a whole partition, however large: keep IN lists short
-        before.update((f.incident_id, f) for f in db.session.execute(
-            sa.select(ft.c.incident_id, ft.c.status, ft.c.details, ft.c.first_failed_at, ft.c.resolved_at, ft.c.ruleset_hash)
-            .where(ft.c.check_id == check.id, some), {"ids": ids[start:start + BATCH]}))
     encode_time = column_encoder(ft, "evaluated_at", db.engine.dialect.name)
     evaluated_at = encode_time(now)
     constants = check_constants(check, ruleset.hash)
@@ -368,6 +419,6 @@ def _store_across(ruleset: Ruleset, check: Any, batch: tuple[list[int], list[dic
                                       [check.id] if status == FAIL else [], [] if status == FAIL else [check.id], ruleset.hash))
     for start in range(0, len(superseded), BATCH):
         db.session.execute(ft.delete().where(ft.c.check_id == check.id, some), {"ids": superseded[start:start + BATCH]})
-    insert_encoded(ft, FINDING_COLUMNS, changed)
+    insert_findings(changed)
     refresh_outcome_masks(ruleset, sorted({f[FINDING_COLUMNS.index("incident_id")] for f in changed} | set(superseded)))
     audit.record_many(events)

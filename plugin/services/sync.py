@@ -15,7 +15,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import wait
@@ -46,7 +46,7 @@ from ..models import Incident, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from ..rules.model import Ruleset
 from . import audit, shutdown
 from .assess import AssessSummary, Outcome, applicable_outcomes, outcome_masks, store_outcomes
-from .store import EncodedIncidents, encode_incidents, refresh_planner_statistics, upsert_incidents
+from .store import EncodedIncidents, Upserted, encode_incidents, refresh_planner_statistics, upsert_incidents
 
 log = logging.getLogger("gapbridge.sync")
 
@@ -564,12 +564,13 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, bookmark: dict[st
     masks = page.masks if ruleset is not None and page.outcomes_ruleset == ruleset.hash else None
     upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None, masks)
     if ruleset is not None and upserted.stale:
-        _assess_arrivals(ruleset, source, page, upserted.stale, upserted.new, now, summary)
+        _assess_arrivals(ruleset, source, page, upserted, now, summary)
     if page.incidents:
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
             table.c.source == source, one_of(table.c.external_id)), {"ids": page.incidents.external_ids})
-    bad = [{**b, "source": source, "sync_run_id": run.id, "rejected_at": now} for b in page.rejected]
+    run_id = summary.run_id  # not run.id: after the last commit, reading that loads the run again
+    bad = [{**b, "source": source, "sync_run_id": run_id, "rejected_at": now} for b in page.rejected]
     bulk_write(RejectedRecord.__table__, bad, ["source", "external_id", "reason", "raw", "sync_run_id", "rejected_at"],
                conflict=["source", "external_id"], update=["reason", "raw", "sync_run_id", "rejected_at"])
     if bookmark is not None:
@@ -581,7 +582,7 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, bookmark: dict[st
     summary.changed += upserted.changed
     summary.rejected += len(bad)
     summary.rejections.extend((b["external_id"], b["reason"]) for b in bad[: max(0, 20 - len(summary.rejections))])
-    db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(
+    db.session.execute(sa.update(SyncRun).where(SyncRun.id == run_id).values(
         pages=summary.pages, fetched=summary.fetched, stored=summary.stored, changed=summary.changed,
         rejected=summary.rejected, **({"bookmark_after": bookmark} if bookmark is not None else {})))
     db.session.commit()  # the page, its rejections and the bookmark, in one transaction
@@ -609,17 +610,19 @@ def _finish(run: SyncRun, summary: SyncSummary, status: str, error: str | None, 
     metrics.observe_sync(summary.source, status, time.monotonic() - started)
 
 
-def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, stale: list[str], new_ids: list[str], now: Any,
+def _assess_arrivals(ruleset: Ruleset, source: str, page: PreparedPage, upserted: Upserted, now: Any,
                      summary: SyncSummary) -> None:
     """Store the outcomes of the page's stale incidents (the upsert marked them assessed)."""
     if page.outcomes is None or page.outcomes_ruleset != ruleset.hash:
         raise RuntimeError(f"page prepared under ruleset {page.outcomes_ruleset}, stored under {ruleset.hash}")
-    t = Incident.__table__.c
-    stored = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
-                                .where(t.source == source, one_of(t.external_id)),
-                                {"ids": stale}).all()
+    stored: Sequence[Any] | None = upserted.stored
+    if stored is None:  # the upsert could not tell their rows: read them
+        t = Incident.__table__.c
+        stored = db.session.execute(sa.select(t.id, t.revision, t.number, t.source, t.external_id)
+                                    .where(t.source == source, one_of(t.external_id)),
+                                    {"ids": upserted.stale}).all()
     result = AssessSummary(ruleset.hash)
-    new = set(new_ids)
+    new = set(upserted.new)
     first = {r.id for r in stored if r.external_id in new}
     store_outcomes(ruleset, [(r, page.outcomes[r.external_id]) for r in stored], now, result, mark_assessed=False,
                    without_findings=first, masks_written=first if page.masks is not None else ())
