@@ -21,19 +21,18 @@ import hashlib
 import json
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Flask, Response, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from . import seed as sd
+from .served import ServedTool
 
 EMAIL, API_TOKEN = "gapbridge@demo.example", "demo-jira-token"
 PROJECT, PROJECT_NAME = "INC", "IT Service Desk"
@@ -115,11 +114,6 @@ class JqlError(ValueError):
     """A query this stand-in (or Jira) refuses: 400 with errorMessages."""
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 def _ms(dt: datetime) -> int:
     return int(dt.replace(tzinfo=UTC).timestamp() * 1000) if dt.tzinfo is None else int(dt.timestamp() * 1000)
 
@@ -163,71 +157,31 @@ def _user(name: str) -> dict[str, Any] | None:
     return {"accountId": hashlib.md5(name.encode()).hexdigest()[:24], "displayName": name, "active": True}
 
 
-class DemoJira:
+class DemoJira(ServedTool):
     """A demo Jira Cloud site: ``with DemoJira(tmp / "jira.db", size=300) as jira: requests.get(jira.url + ...)``."""
+
+    thread_name = "demo-jira"
 
     def __init__(self, db_path: str | Path, size: int | None = None, seed: int = 42, host: str = "127.0.0.1", port: int = 0,
                  now: datetime | None = None, time_zone: str = TIME_ZONE) -> None:
-        self.host, self.port = host, port
-        self.url: str | None = None
-        self.delay = 0.0
+        self._open(db_path, host, port, now)
         self.zone = ZoneInfo(time_zone)
         self.zone_name = time_zone
-        self._start_now = sd.utc_naive(now) if now is not None else None
-        self._start_mono = time.monotonic()
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         if size and self.count() == 0:
             with self._lock, self._db:
                 self._seed(sd.generate_incidents(size, seed, now))
-        self._faults: list[dict[str, Any]] = []
-        self._stats: dict[str, int] = {"failed_injected": 0, "per_issue_limited": 0}
         # at most (writes, seconds) writes to one issue, like Jira Cloud's per-issue write limit; None: no limit
         self.per_issue_writes: tuple[int, float] | None = None
         self._writes: dict[int, list[float]] = {}
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
         self.app = _create_app(self)
 
-    # --- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> DemoJira:
-        if self._server is None:
-            self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
-            self.url = f"http://{self.host}:{self._server.server_port}"
-            server = self._server
-            self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), name="demo-jira", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(5)
-            self._server = self._thread = None
-
-    def close(self) -> None:
-        self.stop()
-        self._db.close()
-
-    def __enter__(self) -> DemoJira:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _initial_stats(self) -> dict[str, int]:
+        return {"failed_injected": 0, "per_issue_limited": 0}
 
     def clock(self) -> datetime:
         """Current UTC time (aware, whole milliseconds); with ``now`` given, ``now`` plus the time since construction."""
-        if self._start_now is not None:
-            t = self._start_now.replace(tzinfo=UTC) + timedelta(seconds=time.monotonic() - self._start_mono)
-        else:
-            t = datetime.now(UTC)
+        t = self._naive_now().replace(tzinfo=UTC)
         return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
     # --- seeding ---------------------------------------------------------------------------
@@ -331,24 +285,8 @@ class DemoJira:
     def fail_next(self, count: int, status: int = 503, retry_after: int | float | str | None = None, methods: Iterable[str] | None = None,
                   path_prefix: str | None = None, body: str | None = None, headers: dict[str, str] | None = None) -> None:
         """Answer the next ``count`` matching requests with ``status`` (a Jira error body, or ``body`` verbatim); 0 clears."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or not 100 <= int(status) <= 599:
-            raise ValueError("count must be a whole number >= 0 and status an HTTP status")
-        with self._lock:
-            if count == 0:
-                self._faults.clear()
-                return
-            self._faults.append({"count": count, "status": int(status), "retry_after": retry_after, "body": body,
-                                 "methods": {m.upper() for m in methods} if methods else None, "path_prefix": path_prefix,
-                                 "headers": dict(headers or {})})
-
-    @property
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._stats)
-
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = {"failed_injected": 0, "per_issue_limited": 0}
+        self._add_fault(count, status, retry_after=retry_after, body=body, methods=methods, path_prefix=path_prefix,
+                        headers=dict(headers or {}))
 
     # --- internals -------------------------------------------------------------------------
 
@@ -424,17 +362,6 @@ class DemoJira:
         if c["visibility"]:
             out["visibility"] = json.loads(c["visibility"])
         return out
-
-    def _fault_for(self, method: str, path: str) -> dict[str, Any] | None:
-        with self._lock:
-            for fault in self._faults:
-                if (fault["methods"] is None or method in fault["methods"]) and path.startswith(fault["path_prefix"] or ""):
-                    fault["count"] -= 1
-                    if fault["count"] <= 0:
-                        self._faults.remove(fault)
-                    self._stats["failed_injected"] += 1
-                    return fault
-        return None
 
     def _write_allowed(self, issue_id: int) -> bool:
         """Within the per-issue write limit (if set); a write that is let through counts."""

@@ -10,22 +10,20 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from flask import Flask, Response, g, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from . import seed as sd
 from .query import UNKNOWN_FIELD_MODES, QueryError, translate
+from .served import ServedTool
 
 USER, PASSWORD = "admin", "admin"
 CLIENT_ID, CLIENT_SECRET = "gapbridge", "demo-secret"
@@ -40,28 +38,15 @@ def _error(status: int, message: str, detail: str | None = None) -> Response:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:  # one line per request drowns test output
-        pass
-
-
-class DemoITSM:
+class DemoITSM(ServedTool):
     """A demo ServiceNow instance: ``with DemoITSM(tmp / "sn.db", size=300) as sn: requests.get(sn.url + ...)``."""
+
+    thread_name = "demo-itsm"
 
     def __init__(self, db_path: str | Path, size: int | None = None, seed: int = 42, host: str = "127.0.0.1", port: int = 0,
                  now: datetime | None = None) -> None:
-        self.host, self.port = host, port
-        self.url: str | None = None
-        self.delay = 0.0
+        self._open(db_path, host, port, now)
         self.token_lifetime = 1799
-        self._start_now = sd.utc_naive(now) if now is not None else None
-        self._start_mono = time.monotonic()
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(db_path), check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        # a write per PATCH: without WAL each commit waits for the disk twice, and bounds the demo at ~40 writes a second
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
         sd.create_schema(self._db)
         if size and self.count() == 0:
             with self._lock, self._db:
@@ -69,54 +54,17 @@ class DemoITSM:
         self._names = {r[0]: r[1] for r in self._db.execute("SELECT sys_id, name FROM sys_reference")}
         self._tokens: dict[str, float] = {}  # access token -> monotonic expiry
         self._refresh_tokens: set[str] = set()
-        self._faults: list[dict[str, Any]] = []
         # what a real instance does that a strict demo would not: ACLs that hide rows after the page limit is applied
         # (short or empty pages with more to follow), and conditions on unknown fields dropped from a query
         self.hidden: set[str] = set()  # sys_ids the integration user may not read
         self.unknown_query_fields = "error"  # error | ignore (ServiceNow's default) | no_rows (glide.invalid_query.returns_no_rows)
-        self._stats: dict[str, int] = {"failed_injected": 0}
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
         self.app = _create_app(self)
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    def start(self) -> DemoITSM:
-        if self._server is None:
-            self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_QuietHandler)
-            self.url = f"http://{self.host}:{self._server.server_port}"
-            server = self._server  # a short poll interval makes stop() quick
-            self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), name="demo-itsm", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(5)
-            self._server = self._thread = None
-
-    def close(self) -> None:
-        self.stop()
-        self._db.close()
-
-    def __enter__(self) -> DemoITSM:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- clock -------------------------------------------------------------------------------
 
     def clock(self) -> datetime:
         """Current UTC time (naive, whole seconds); with ``now`` given, ``now`` plus the time since construction."""
-        if self._start_now is not None:
-            t = self._start_now + timedelta(seconds=time.monotonic() - self._start_mono)
-        else:
-            t = datetime.now(UTC).replace(tzinfo=None)
-        return t.replace(microsecond=0)
+        return self._naive_now().replace(microsecond=0)
 
     # --- test helpers ------------------------------------------------------------------------
 
@@ -180,31 +128,15 @@ class DemoITSM:
         ``cut_body``: answer the request for real but close the connection halfway through the body (``status`` unused).
         ``count=0`` clears every pending fault.
         """
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0 or not 100 <= int(status) <= 599:
-            raise ValueError("count must be a whole number >= 0 and status an HTTP status")
         if rate_limit is not None and not (isinstance(rate_limit, dict) and set(rate_limit) <= {"Limit", "Remaining", "Reset", "Rule"}):
             raise ValueError("rate_limit takes Limit, Remaining, Reset and Rule")
-        with self._lock:
-            if count == 0:
-                self._faults.clear()
-                return
-            self._faults.append({"count": int(count), "status": int(status), "retry_after": retry_after, "body": body,
-                                 "methods": {m.upper() for m in methods} if methods else None, "path_prefix": path_prefix,
-                                 "rate_limit": dict(rate_limit or {}), "cut_body": bool(cut_body)})
+        self._add_fault(count, status, retry_after=retry_after, body=body, methods=methods, path_prefix=path_prefix,
+                        rate_limit=dict(rate_limit or {}), cut_body=bool(cut_body))
 
     def hide(self, sys_ids: Iterable[str]) -> None:
         """Rows the integration user's ACLs hide from now on: counted and paged over, never answered."""
         with self._lock:
             self.hidden.update(sys_ids)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._stats)
-
-    def reset_stats(self) -> None:
-        with self._lock:
-            self._stats = {"failed_injected": 0}
 
     def expire_tokens(self) -> None:
         """Make every issued access token expired (refresh tokens stay valid)."""
@@ -274,17 +206,6 @@ class DemoITSM:
             for eid, value, created, by in rows:
                 out[eid] += f"{created} - {AUTHOR_NAMES.get(by, by)} (Work notes)\n{value}\n\n"
         return out
-
-    def _fault_for(self, method: str, path: str) -> dict[str, Any] | None:
-        with self._lock:
-            for fault in self._faults:
-                if (fault["methods"] is None or method in fault["methods"]) and path.startswith(fault["path_prefix"] or ""):
-                    fault["count"] -= 1
-                    if fault["count"] <= 0:
-                        self._faults.remove(fault)
-                    self._stats["failed_injected"] += 1
-                    return fault
-        return None
 
     def _issue_token(self) -> dict[str, Any]:
         access, refresh = secrets.token_urlsafe(24), secrets.token_urlsafe(24)

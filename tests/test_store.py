@@ -51,16 +51,21 @@ def upsert_page(source: str, incidents: list[dict[str, Any]], now: Any, masks: b
     return upsert_incidents(source, encoded, now, RULESET, [(7 * n, n, 3 * n) for n in range(len(incidents))] if masks else None)
 
 
-def copies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each COPY of new incidents came to (PostgreSQL only: SQLite inserts them)."""
+def outcomes_of(monkeypatch: pytest.MonkeyPatch, name: str) -> list[bool]:
+    """What each call of ``store.<name>`` (``_copy_new``, ``_merge_staged``: PostgreSQL only) came to."""
     results: list[bool] = []
-    real = store._copy_new
+    real = getattr(store, name)
 
     def spy(table: Any, rows: Any) -> bool:
         results.append(real(table, rows))
         return results[-1]
-    monkeypatch.setattr(store, "_copy_new", spy)
+    monkeypatch.setattr(store, name, spy)
     return results
+
+
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """What each COPY of new incidents came to (SQLite inserts them)."""
+    return outcomes_of(monkeypatch, "_copy_new")
 
 
 def on_postgres() -> bool:
@@ -74,15 +79,8 @@ def insert_only(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def merges(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """What each staged merge of stored incidents came to (PostgreSQL only)."""
-    results: list[bool] = []
-    real = store._merge_staged
-
-    def spy(table: Any, rows: Any) -> bool:
-        results.append(real(table, rows))
-        return results[-1]
-    monkeypatch.setattr(store, "_merge_staged", spy)
-    return results
+    """What each staged merge of stored incidents came to."""
+    return outcomes_of(monkeypatch, "_merge_staged")
 
 
 def row_facts(source: str) -> list[tuple[Any, ...]]:
