@@ -33,7 +33,8 @@ except ImportError as exc:  # a test extra, like pytest
 
 from ..jira import JiraConnector
 from ..jira.adf import adf_to_text
-from .double import RecordSpec, TicketWrites, ToolDouble
+from .double import RecordSpec, TicketWrites
+from .mocked import Answer, MockedToolDouble
 
 ZONE = ZoneInfo("Europe/Berlin")
 PROJECT = "CS"
@@ -54,8 +55,16 @@ def _error(status: int, *messages: str) -> tuple[int, dict[str, str], str]:
     return status, {"Content-Type": "application/json"}, json.dumps({"errorMessages": list(messages), "errors": {}})
 
 
-class JiraDouble(ToolDouble):
+class JiraDouble(MockedToolDouble):
     """A Jira site for the contract suite; ``deployment``: ``cloud`` or ``data_center``."""
+
+    rate_limit_message = ("Rate limit exceeded.",)
+    rate_limit_headers = {"RateLimit-Reason": "jira-burst-based"}
+    unauthorized_message = ("Client must be authenticated to access this resource.",)
+    maintenance_page = ("text/plain", "Jira is undergoing maintenance. Please try again in a few minutes.")
+
+    def _error(self, status: int, *messages: str) -> Answer:
+        return _error(status, *messages)
 
     def __init__(self, deployment: str = "cloud") -> None:
         super().__init__()
@@ -125,10 +134,6 @@ class JiraDouble(ToolDouble):
         properties = {key: json.dumps(value) for (iid, key), value in self.properties.items() if iid == external_id}
         return TicketWrites(notes=notes, fields=fields, labels=frozenset(issue["labels"]), properties=properties)
 
-    def close(self) -> None:
-        self.mock.stop()
-        self.mock.reset()
-
     # --- serving ---------------------------------------------------------------------------------
 
     def _route(self, method: str, pattern: str, handler: Callable[..., tuple[int, dict[str, str], str]],
@@ -142,28 +147,6 @@ class JiraDouble(ToolDouble):
             return self._serve(request, page, lambda: handler(request, *[g for g in found.groups() if g and not g.startswith("?")]))
 
         self.mock.add_callback(method, compiled, callback=callback)
-
-    def _serve(self, request: requests.PreparedRequest, target: Any,
-               handler: Callable[[], tuple[int, dict[str, str], str]]) -> tuple[int, dict[str, str], str]:
-        fault = self.fault_for(target) if target else None
-        kind = fault.kind if fault else None
-        if fault is not None and kind == "rate_limited":
-            status, headers, body = _error(429, "Rate limit exceeded.")
-            return status, {**headers, "Retry-After": str(fault.retry_after or 1), "RateLimit-Reason": "jira-burst-based"}, body
-        if kind == "server_error":
-            return _error(503 if target == "page" else 500, "Service unavailable" if target == "page" else "Internal server error")
-        if kind == "unauthorized" or not self._authenticated(request):
-            return _error(401, "Client must be authenticated to access this resource.")
-        if kind == "not_json":
-            return 200, {"Content-Type": "text/plain"}, "Jira is undergoing maintenance. Please try again in a few minutes."
-        answer = handler()  # carried out: a write is taken even if its answer is lost below
-        if kind == "timeout":
-            raise requests.exceptions.ReadTimeout(f"HTTPSConnectionPool(host='{urlsplit(self.url).hostname}', port=443): "
-                                                  "Read timed out. (read timeout=0.5)")
-        if kind == "connection_closed":
-            raise requests.exceptions.ChunkedEncodingError("('Connection broken: IncompleteRead(300 bytes read, 900 more expected)', "
-                                                           "IncompleteRead(300 bytes read, 900 more expected))")
-        return answer
 
     def _authenticated(self, request: requests.PreparedRequest) -> bool:
         header = str(request.headers.get("Authorization", ""))

@@ -30,7 +30,8 @@ except ImportError as exc:  # a test extra, like pytest
     raise ImportError("connectors.testing.rt needs responses: pip install 'gapbridge[test]' (or responses itself)") from exc
 
 from ..rt import RTConnector
-from .double import RecordSpec, TicketWrites, ToolDouble
+from .double import RecordSpec, TicketWrites
+from .mocked import Answer, MockedToolDouble
 
 ZONE = ZoneInfo("America/New_York")
 QUEUE = "Security Incidents"
@@ -62,8 +63,14 @@ def _ticketsql_date(text: str) -> datetime | None:
     return local.replace(tzinfo=ZONE).astimezone(UTC)
 
 
-class RTDouble(ToolDouble):
+class RTDouble(MockedToolDouble):
     """An RT 5 instance for the contract suite; ``auth``: ``basic`` or ``token``."""
+
+    # a proxy in front of RT answers a rate limit: RT itself has none; RT sends no WWW-Authenticate with its 401
+    maintenance_page = ("text/html", "<html><head><title>RT: maintenance</title></head><body>Back soon</body></html>")
+
+    def _error(self, status: int, *messages: str) -> Answer:
+        return _error(status, " ".join(messages))
 
     def __init__(self, auth: str = "basic") -> None:
         super().__init__()
@@ -130,10 +137,6 @@ class RTDouble(ToolDouble):
             if CUSTOM_FIELDS["fingerprint"][0] in ticket["values"] else {}
         return TicketWrites(notes=notes, fields=fields, properties=properties)
 
-    def close(self) -> None:
-        self.mock.stop()
-        self.mock.reset()
-
     # --- serving ---------------------------------------------------------------------------------
 
     def _route(self, method: str, pattern: str, handler: Callable[..., tuple[int, dict[str, str], str]],
@@ -149,28 +152,6 @@ class RTDouble(ToolDouble):
             return self._serve(request, page, lambda: handler(request, args, *groups))
 
         self.mock.add_callback(method, compiled, callback=callback)
-
-    def _serve(self, request: requests.PreparedRequest, target: Any,
-               handler: Callable[[], tuple[int, dict[str, str], str]]) -> tuple[int, dict[str, str], str]:
-        fault = self.fault_for(target) if target else None
-        kind = fault.kind if fault else None
-        if fault is not None and kind == "rate_limited":  # a proxy in front of RT: RT itself has no rate limit
-            status, headers, body = _error(429, "Too Many Requests")
-            return status, {**headers, "Retry-After": str(fault.retry_after or 1)}, body
-        if kind == "server_error":
-            return _error(503 if target == "page" else 500, "Service Unavailable" if target == "page" else "Internal Server Error")
-        if kind == "unauthorized" or not self._authenticated(request):
-            return _error(401, "Unauthorized")  # RT sends no WWW-Authenticate
-        if kind == "not_json":
-            return 200, {"Content-Type": "text/html"}, "<html><head><title>RT: maintenance</title></head><body>Back soon</body></html>"
-        answer = handler()  # carried out: a write is taken even if its answer is lost below
-        if kind == "timeout":
-            raise requests.exceptions.ReadTimeout(f"HTTPSConnectionPool(host='{urlsplit(self.url).hostname}', port=443): "
-                                                  "Read timed out. (read timeout=0.5)")
-        if kind == "connection_closed":
-            raise requests.exceptions.ChunkedEncodingError("('Connection broken: IncompleteRead(120 bytes read, 800 more expected)', "
-                                                           "IncompleteRead(120 bytes read, 800 more expected))")
-        return answer
 
     def _authenticated(self, request: requests.PreparedRequest) -> bool:
         header = str(request.headers.get("Authorization", ""))

@@ -31,7 +31,8 @@ except ImportError as exc:  # a test extra, like pytest
     raise ImportError("connectors.testing.servicenow needs responses: pip install 'gapbridge[test]' (or responses itself)") from exc
 
 from ..servicenow import ServiceNowConnector
-from .double import RecordSpec, TicketWrites, ToolDouble
+from .double import RecordSpec, TicketWrites
+from .mocked import Answer, MockedToolDouble
 
 SN_TIME = "%Y-%m-%d %H:%M:%S"
 STATE_CODES = {"new": "1", "in_progress": "2", "on_hold": "3", "resolved": "6", "closed": "7", "cancelled": "8"}
@@ -106,13 +107,23 @@ def _error(status: int, message: str, detail: str = "") -> tuple[int, dict[str, 
     return status, {"Content-Type": "application/json"}, json.dumps({"error": {"message": message, "detail": detail}, "status": "failure"})
 
 
-class ServiceNowDouble(ToolDouble):
+class ServiceNowDouble(MockedToolDouble):
     """A ServiceNow instance for the contract suite.
 
     ``auth``: ``basic`` or ``oauth_password`` (tokens, refreshed). ``fingerprint_column``: the
     connector keeps the fingerprint in a column (else the marker in the newest work note tells it).
     Either way it writes the enrichment fields ``open_gaps`` and ``compliance_status`` to columns. ``display_value``: what the connector asks for (``all`` or ``false``).
     """
+
+    rate_limit_message = ("Too Many Requests", "Rate limit exceeded")
+    unauthorized_message = ("User Not Authenticated", "Required to provide Auth information")
+    maintenance_page = ("text/plain", "This instance is being upgraded. Please try again in a few minutes.")
+
+    def _error(self, status: int, *messages: str) -> Answer:
+        return _error(status, *messages[:2])
+
+    def _expire_tokens(self) -> None:
+        self._live_tokens.clear()
 
     def __init__(self, auth: str = "basic", *, fingerprint_column: bool = False, display_value: str = "all") -> None:
         super().__init__()
@@ -135,8 +146,8 @@ class ServiceNowDouble(ToolDouble):
         self.mock = responses.RequestsMock(assert_all_requests_are_fired=False)
         table = re.compile(re.escape(self.url) + r"/api/now/table/(\w+)(?:/(\w+))?(\?.*)?$")
         self.mock.add_callback("POST", f"{self.url}/oauth_token.do", callback=self._token)
-        self.mock.add_callback("GET", table, callback=lambda r: self._serve(r, "page" if _is_list(r) else None, self._read))
-        self.mock.add_callback("PATCH", table, callback=lambda r: self._serve(r, "write", self._patch))
+        self.mock.add_callback("GET", table, callback=lambda r: self._serve(r, "page" if _is_list(r) else None, lambda: self._read(r)))
+        self.mock.add_callback("PATCH", table, callback=lambda r: self._serve(r, "write", lambda: self._patch(r)))
         self.mock.start()
 
     # --- the ToolDouble interface ----------------------------------------------------------------
@@ -186,37 +197,7 @@ class ServiceNowDouble(ToolDouble):
         properties = {FINGERPRINT_COLUMN: row[FINGERPRINT_COLUMN]} if row[FINGERPRINT_COLUMN] else {}
         return TicketWrites(notes=notes, fields=fields, properties=properties)
 
-    def close(self) -> None:
-        self.mock.stop()
-        self.mock.reset()
-
     # --- serving -----------------------------------------------------------------------------------
-
-    def _serve(self, request: requests.PreparedRequest, target: Any,
-               handler: Callable[[requests.PreparedRequest], tuple[int, dict[str, str], str]]) -> tuple[int, dict[str, str], str]:
-        fault = self.fault_for(target) if target else None
-        kind = fault.kind if fault else None
-        if fault is not None and kind == "rate_limited":
-            status, headers, body = _error(429, "Too Many Requests", "Rate limit exceeded")
-            return status, {**headers, "Retry-After": str(fault.retry_after or 1)}, body
-        if kind == "server_error":
-            return _error(503 if target == "page" else 500, "Service Unavailable" if target == "page" else "Internal Server Error")
-        if kind == "unauthorized":
-            return _error(401, "User Not Authenticated", "Required to provide Auth information")
-        if kind == "not_json":
-            return 200, {"Content-Type": "text/plain"}, "This instance is being upgraded. Please try again in a few minutes."
-        if kind == "token_expired":
-            self._live_tokens.clear()  # the token the connector holds is refused from now on
-        if not self._authenticated(request):
-            return _error(401, "User Not Authenticated", "Required to provide Auth information")
-        answer = handler(request)  # carried out: a write is taken even if its answer is lost below
-        if kind == "timeout":
-            raise requests.exceptions.ReadTimeout(f"HTTPSConnectionPool(host='{urlsplit(self.url).hostname}', port=443): "
-                                                  "Read timed out. (read timeout=0.5)")
-        if kind == "connection_closed":
-            raise requests.exceptions.ChunkedEncodingError("('Connection broken: IncompleteRead(512 bytes read, 2048 more expected)', "
-                                                           "IncompleteRead(512 bytes read, 2048 more expected))")
-        return answer
 
     def _authenticated(self, request: requests.PreparedRequest) -> bool:
         header = str(request.headers.get("Authorization", ""))
