@@ -29,7 +29,26 @@ DEFAULT_SECURITY_CATEGORIES = ("security", "malware", "phishing", "data_breach",
 DEFAULT_WEAKNESS_CATEGORIES: Mapping[str, str] = {"vulnerability": "weakness", "weakness": "weakness"}
 # identity and bookkeeping fields the connector fills itself
 NOT_MAPPABLE = frozenset({"source", "external_id", "url", "is_security", "record_type", "enrichment_fingerprint"})
+# how tools write a flag (a checkbox, a yes/no field, a custom field's text)
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
+_FALSE = frozenset({"false", "0", "no", "n", "off", ""})
+
+
+def flag_value(text: str) -> bool | None:
+    """A flag as a tool writes it: True, False, or None when empty; ValueError naming any other text."""
+    text = text.strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False if text else None
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def flag_text(value: Any) -> str:
+    """A value as a tool's text field takes it: a flag as true/false, nothing as empty."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
 @dataclass(frozen=True)

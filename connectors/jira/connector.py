@@ -51,6 +51,7 @@ from ..base import (
     WriteResult,
 )
 from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
+from ..fieldmap import flag_value
 from .adf import adf_to_text, is_adf, text_to_adf
 from .schema import JiraOptionsSchema
 
@@ -63,7 +64,6 @@ PSEUDO_FIELDS = frozenset({"key", "id"})
 _ALWAYS = ("updated", "issuetype", "labels")
 _REF_SPLIT = re.compile(r"[,;\n]")
 _JSON_LISTS = frozenset({"evidence", "notifications", "escalations"})
-_TRUE, _FALSE = frozenset({"true", "1", "yes", "y", "on"}), frozenset({"false", "0", "no", "n", "off", ""})
 # a Data Center behind SSO, or a login that failed, answers a login page (or anonymously) with 200
 _LOGIN_PAGE = re.compile(r"login\.jsp|name=[\"']?os_username|<title>[^<]*log ?in", re.IGNORECASE)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -703,12 +703,7 @@ def _boolean(value: Any) -> bool | None:
     if isinstance(value, list):
         # a checkbox field: ticked when it holds an option that does not say no
         return any(_boolean(v) is not False for v in value)
-    text = (_name(value) or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False if text else None
-    raise ValueError(f"not a yes or no: {text!r}")
+    return flag_value(_name(value) or "")
 
 
 def _list_value(canonical: str, value: Any) -> list[Any]:

@@ -42,6 +42,7 @@ from ..base import (
     WriteResult,
 )
 from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
+from ..fieldmap import flag_text, flag_value
 from .schema import CORE_FIELDS, RTOptionsSchema, custom_field_name
 
 log = logging.getLogger("connectors.rt")
@@ -60,7 +61,6 @@ _KINDS = {"Create": "created", "Comment": "comment", "Correspond": "corresponden
 _WITH_TEXT = frozenset({"Create", "Comment", "Correspond"})
 _REF_SPLIT = re.compile(r"[,;\n]")
 _JSON_LISTS = frozenset({"evidence", "notifications", "escalations", "timeline"})
-_TRUE, _FALSE = frozenset({"true", "1", "yes", "y", "on"}), frozenset({"false", "0", "no", "n", "off", ""})
 # the perl source location RT appends to a TicketSQL error ("... at /usr/share/.../Tickets.pm line 3187.")
 _PERL_AT = re.compile(r"\s+at\s+/\S+\s+line\s+\d+\.?\s*$")
 # offsets from UTC a zone can have, in quarter hours (UTC-12 to UTC+14)
@@ -418,7 +418,7 @@ class RTConnector(Connector):
     def _custom_field_values(self, enrichment: Enrichment) -> dict[str, str]:
         """Custom field id -> the value to write, the fingerprint's own field included."""
         ids = self.custom_fields or {}
-        values = {ids[_bare(cf)]: _cell_text(enrichment.fields[name])
+        values = {ids[_bare(cf)]: flag_text(enrichment.fields[name])
                   for name, cf in self.write_options["custom_fields"].items() if name in enrichment.fields}
         if self.write_options["fingerprint_field"]:
             values[ids[_bare(self.write_options["fingerprint_field"])]] = enrichment.fingerprint
@@ -595,18 +595,7 @@ def _text(value: Any) -> str | None:
 
 
 def _boolean(value: Any) -> bool | None:
-    text = (_text(value) or "").lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False if text else None
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _cell_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+    return flag_value(_text(value) or "")
 
 
 def _custom_values(ticket: Mapping[str, Any]) -> dict[str, str]:

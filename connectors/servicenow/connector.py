@@ -27,6 +27,7 @@ from ..base import (
     next_link,
 )
 from ..canonical import BOOL_FIELDS, DATETIME_FIELDS, FIELDS, LIST_FIELDS, empty_incident, object_items, parse_utc
+from ..fieldmap import flag_text, flag_value
 from .schema import ServiceNowOptionsSchema
 
 SN_TIME = "%Y-%m-%d %H:%M:%S"
@@ -40,7 +41,6 @@ _BY_NAME = frozenset({"business_unit", "assignment_group", "assignee", "reporter
                       "maintenance_ref", "capacity_ref"})
 # an instance that wants an interactive login (SSO, expired session) answers its login form, not JSON
 _LOGIN_PAGE = re.compile(r"login\.do|name=[\"']?user_(name|password)\b|<title>[^<]*log ?in", re.IGNORECASE)
-_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
 class ServiceNowConnector(Connector):
@@ -263,7 +263,7 @@ class ServiceNowConnector(Connector):
             body["work_notes"] = enrichment.note
         for name, column in self.write_options["columns"].items():
             if name in enrichment.fields:
-                body[column] = _cell_text(enrichment.fields[name])
+                body[column] = flag_text(enrichment.fields[name])
         fp_column = self.write_options["fingerprint_field"]
         if fp_column:
             body[fp_column] = enrichment.fingerprint
@@ -362,18 +362,7 @@ def _text(value: Any) -> str | None:
 
 
 def _boolean(cell: Any) -> bool | None:
-    text = str(raw_value(cell) or "").strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False if text else None
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _cell_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+    return flag_value(str(raw_value(cell) or ""))
 
 
 def _list_value(canonical: str, cell: Any) -> list[Any]:
