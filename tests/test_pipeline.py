@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -11,10 +12,12 @@ import sqlalchemy as sa
 from plugin.db.leases import acquire_lease
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
+from plugin.rules.across import evaluate_across
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
 from plugin.services.assess import assess
 from plugin.services.enrich import plan
 from plugin.services.outbox import drain
+from plugin.services.store import canonical_from_row
 from plugin.services.sync import SyncBusyError, sync_source, worker_process_available
 from plugin.state import gapbridge
 
@@ -367,3 +370,62 @@ def test_gap_report_counts_open_gaps_by_control_in_both_editions_and_by_sub_proc
         assert dict(report.by_subprocess)["Incident Resolution"] >= evidence_gaps
         text = format_report(report)
         assert "A.5.28" in text and "A.16.1.7" in text and "Incident Resolution" in text
+
+
+def _across_findings(ruleset: Any) -> dict[tuple[str, str], str]:
+    """(external id, check) -> status of every stored finding of a check across incidents."""
+    t, f = Incident.__table__.c, Finding.__table__.c
+    across = [c.id for c in ruleset.across_checks]
+    return {(r.external_id, r.check_id): r.status for r in db.session.execute(
+        sa.select(t.external_id, f.check_id, f.status).select_from(Finding.__table__.join(Incident.__table__, f.incident_id == t.id))
+        .where(f.check_id.in_(across)))}
+
+
+def _across_expected(ruleset: Any) -> dict[tuple[str, str], str]:
+    """The same, evaluated in Python over every stored incident at once (no batches, nothing passed over)."""
+    rows = db.session.execute(sa.select(Incident.__table__).order_by(Incident.id)).all()
+    incidents = [canonical_from_row(r) for r in rows]
+    out = {}
+    for check in ruleset.across_checks:
+        for inc, status in zip(incidents, evaluate_across(check, incidents, NOW), strict=True):
+            if status != "not_applicable":
+                out[(inc["external_id"], check.id)] = status
+    return out
+
+
+def test_the_pass_across_incidents_reads_only_those_a_check_may_apply_to_and_drops_findings_that_no_longer_apply(app) -> None:
+    """The stream skips incidents the check's applies_when or the rule's fields rule out, unless one has a finding stored:
+    the findings are those of evaluating every incident at once, before and after incidents leave the check's scope."""
+    tool = FakeTicketing(24)
+    ids = list(tool.tickets)
+    weakness = {"record_type": "weakness", "category": "vulnerability", "state": "in_progress", "resolved_at": None,
+                "closed_at": None, "opened_at": NOW - timedelta(days=60), "is_security": True}
+    for n, sid in enumerate(ids):
+        canonical: dict[str, Any] = {"affected_ci": "mail-gw" if n < 8 else f"ci-{n}", "category": "phishing",
+                                     "opened_at": NOW - timedelta(days=5 + n % 4), "problem_ref": None}
+        if n in (3, 5):
+            canonical["affected_ci"] = None  # in no group
+        if n == 20:
+            canonical.update(weakness, number="WKN0000020")
+        if n in (21, 22):
+            canonical["weakness_refs"] = ["WKN0000020"]
+        tool.tickets[sid]["canonical"] = canonical
+    with app.app_context():
+        ruleset = gapbridge().ruleset
+        assert {c.rule.type for c in ruleset.across_checks} == {"recurrence", "open_weakness"}
+        sync_source(FakeConnector(tool))
+        first = assess(ruleset, now=NOW)
+        assert sum(first.statuses.values()) == 24 * len(ruleset.checks)  # those passed over count as not applicable
+        found = _across_findings(ruleset)
+        assert found == _across_expected(ruleset)
+        assert {s for (_, c), s in found.items() if c == "LEARN-002"} == {"fail"} and len(found) >= 5
+        # two of the group leave it (no longer security; no CI) and an incident naming the weakness becomes a request
+        for n, change in ((2, {"security": False}), (1, {"canonical": {**tool.tickets[ids[1]]["canonical"], "affected_ci": ""}}),
+                          (21, {"canonical": {**tool.tickets[ids[21]]["canonical"], "record_type": "request"}})):
+            tool.touch(ids[n], **change)
+        sync_source(FakeConnector(tool))
+        assess(ruleset, now=NOW)
+        after = _across_findings(ruleset)
+        assert after == _across_expected(ruleset)
+        assert (ids[2], "LEARN-002") in found and (ids[2], "LEARN-002") not in after
+        assert (ids[1], "LEARN-002") in found and (ids[1], "LEARN-002") not in after

@@ -47,6 +47,7 @@ class Recurrence(AcrossRule):
         self.group_by, self.min_count = tuple(group_by), n
         self.fields = frozenset({*group_by, "opened_at"})
         self.partition_by = self.group_by  # groups are independent of each other
+        self.present_fields = (*self.group_by, "opened_at")  # without them an incident is in no group
 
     def partition_key(self, incident: Mapping[str, Any]) -> tuple[Any, ...] | None:
         key = tuple(incident.get(g) for g in self.group_by)

@@ -60,6 +60,10 @@ class AcrossRule:
         """The partition ``incident`` belongs to; None when it needs no other incident of its batch."""
         return tuple(incident.get(f) for f in self.partition_by) if self.partition_by else None
 
+    #: fields an incident must have (not empty) for the rule to be anything but not applicable to it, and for it
+    #: to count for any other incident
+    present_fields: tuple[str, ...] = ()
+
 
 @dataclass
 class Check:
@@ -150,6 +154,12 @@ _KEYED_KINDS = frozenset({"bool", *FIELD_VALUES})
 _MAX_COMBINATIONS = 4096
 
 
+def required_values(predicate: Predicate) -> list[tuple[str, frozenset[Any]]]:
+    """(field, values) pairs ``predicate`` requires, of flags and closed vocabularies only: fields whose stored values
+    compare as the checks compare them (in SQL too), NULL never among the values."""
+    return [(f, values) for f, values in necessary_values(predicate) if FIELDS.get(f) in _KEYED_KINDS and None not in values]
+
+
 class _CandidateChecks:
     """Incident checks by the values of the fields their ``applies_when`` requires, such as record type and flags.
 
@@ -161,9 +171,9 @@ class _CandidateChecks:
 
     def __init__(self, checks: list[Check]) -> None:
         self.checks = checks
-        required = [necessary_values(c.applies) for c in checks]
-        self.fields = tuple(sorted({f for pairs in required for f, _ in pairs if FIELDS.get(f) in _KEYED_KINDS}))
-        self.required = [[(self.fields.index(f), values) for f, values in pairs if f in self.fields] for pairs in required]
+        required = [required_values(c.applies) for c in checks]
+        self.fields = tuple(sorted({f for pairs in required for f, _ in pairs}))
+        self.required = [[(self.fields.index(f), values) for f, values in pairs] for pairs in required]
         self.by_values: dict[tuple[Any, ...], list[Check]] = {}
 
     def of(self, incident: Mapping[str, Any]) -> list[Check]:
