@@ -101,9 +101,16 @@ ITEM_VALUES: dict[tuple[str, str], tuple[str, ...]] = {("notifications", "kind")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
+_NONE_INCIDENT = dict.fromkeys(FIELDS)
+_LIST_FIELD_NAMES = tuple(n for n in FIELDS if n in LIST_FIELDS)
+
+
 def empty_incident() -> dict[str, Any]:
-    """A canonical incident with every field at its missing value."""
-    return {n: ([] if n in LIST_FIELDS else None) for n in FIELDS}
+    """A canonical incident with every field at its missing value (each list its own)."""
+    incident = _NONE_INCIDENT.copy()  # once per record a connector reads: a copy, not a comprehension
+    for name in _LIST_FIELD_NAMES:
+        incident[name] = []
+    return incident
 
 
 def parse_utc(value: Any) -> datetime | None:

@@ -239,8 +239,7 @@ class ServiceNowConnector(Connector):
         if canonical in LIST_FIELDS:
             return functools.partial(_list_value, canonical)
         # references by name when the instance sends names (display_value=all), else the sys_id
-        pick = display_value if canonical in _BY_NAME else raw_value
-        return lambda cell: _text(pick(cell))
+        return _shown_text if canonical in _BY_NAME else _stored_text
 
     def _is_security(self, record: Mapping[str, Any], incident: Mapping[str, Any]) -> bool:
         flag = self.maps.security_field
@@ -358,6 +357,26 @@ def display_value(cell: Any) -> Any:
 
 def _text(value: Any) -> str | None:
     text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+# the conversions of most cells of every record: raw_value or display_value, then _text, in one call
+def _stored_text(cell: Any) -> str | None:
+    if isinstance(cell, dict):
+        cell = cell.get("value")
+    if cell is None:
+        return None
+    text = (cell if isinstance(cell, str) else str(cell)).strip()
+    return text or None
+
+
+def _shown_text(cell: Any) -> str | None:
+    if isinstance(cell, dict):
+        shown = cell.get("display_value")
+        cell = shown if shown not in (None, "") else cell.get("value")
+    if cell is None:
+        return None
+    text = (cell if isinstance(cell, str) else str(cell)).strip()
     return text or None
 
 
