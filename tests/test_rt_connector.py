@@ -125,6 +125,14 @@ def test_paging_goes_on_when_rt_hides_the_counts(rt: responses.RequestsMock, nex
     assert tool.asked[1]["query"] == ["LastUpdated >= '2026-11-22 13:57:49'"] and tool.asked[1]["page"] == ["1"]
 
 
+def test_each_page_says_the_total_of_the_scope_not_of_its_window(rt: responses.RequestsMock) -> None:
+    five = [ticket(i, f"2026-11-22T13:57:{47 + i}Z") for i in range(1, 6)]
+    rt.add_callback(responses.GET, f"{REST}/tickets", callback=SearchDouble(five))
+    pages = list(connector().fetch_pages(None))
+    # a window starts at the last second read (one ticket again) and RT counts from there; each page says all five
+    assert [len(p.records) for p in pages] == [2, 1, 1, 1] and [p.total for p in pages] == [5, 5, 5, 5]
+
+
 def test_a_page_all_of_one_second_goes_on_by_page_number(rt: responses.RequestsMock) -> None:
     same = [ticket(i, "2026-11-22T13:57:48Z") for i in (4, 5, 6, 7, 8)]
     tool = SearchDouble(same)
@@ -241,6 +249,24 @@ def test_custom_fields_are_resolved_by_name_and_read_by_id(rt: responses.Request
     assert incident["severity"] == "critical" and incident["related_refs"] == ["A", "B", "C"]
     # a ticket whose queue has no custom fields: REST2 answers "" for them
     assert c.normalize(ticket(2, "2026-11-22T13:57:48Z", CustomFields=""))["severity"] is None
+
+
+def test_a_date_custom_field_is_read_from_its_one_value() -> None:
+    with responses.RequestsMock() as mock:
+        mock.add(responses.POST, f"{REST}/customfields", json={"items": [
+            {"id": "12", "Name": "Contained at", "LookupType": "RT::Queue-RT::Ticket", "Disabled": "0"}], "total": 1, "page": 1})
+        c = connector(field_map={"contained_at": "CF.{Contained at}"})
+        c.check_configuration()
+
+    def contained(values: list[str]) -> Any:
+        return c.normalize(ticket(1, "2026-11-22T13:57:48Z", CustomFields=[
+            {"id": "12", "name": "Contained at", "values": values}]))["contained_at"]
+
+    # REST2 answers a DateTime custom field's value in UTC, as a list of one
+    assert contained(["2026-11-22T15:30:00Z"]) == datetime(2026, 11, 22, 15, 30, tzinfo=timezone.utc)
+    assert contained([]) is None
+    with pytest.raises(NormalizationError, match=r"CF.\{Contained at\} \(canonical contained_at\): 2 values"):
+        contained(["2026-11-22T15:30:00Z", "2026-11-23T15:30:00Z"])
 
 
 def test_an_unknown_custom_field_names_the_config_key_and_the_nearest_names(rt: responses.RequestsMock) -> None:

@@ -282,6 +282,9 @@ class RTConnector(Connector):
                     high = last_key
                 total = body.get("total") if isinstance(body.get("total"), int) else None
                 seen += len(fresh)
+                if total is not None:
+                    # RT counts this window (LastUpdated >= its start): what follows this page, plus what was read
+                    total = seen + max(0, total - (page_number - 1) * self.per_page - len(items))
                 yield Page(fresh, _bookmark(high), total)
             if not _more(body, items):
                 return
@@ -385,7 +388,7 @@ class RTConnector(Connector):
         if kind == "severity":
             return lambda value: self.maps.severity(_text(value))
         if canonical in DATETIME_FIELDS:
-            return _time
+            return _date
         if canonical in BOOL_FIELDS:
             return _boolean
         if canonical in LIST_FIELDS:
@@ -546,6 +549,15 @@ def _time(value: Any) -> datetime | None:
     """A REST2 date in UTC; RT's 1970-01-01 (never set) is none."""
     when = parse_utc(value)
     return None if when is None or when <= UNSET else when
+
+
+def _date(value: Any) -> datetime | None:
+    """A core date, or the value of a date custom field: REST2 gives a custom field's values as a list."""
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise ValueError(f"{len(value)} values where one date was expected")
+        value = value[0] if value else None
+    return _time(value)
 
 
 def _ticket_key(item: Mapping[str, Any]) -> tuple[datetime, int] | None:
