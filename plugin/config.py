@@ -413,13 +413,28 @@ def demo_rt_auth() -> dict[str, Any]:
 
 
 def demo_rt_options(url: str) -> dict[str, Any]:
-    """A running Request Tracker 5 through the RT connector: every ticket (or GAPBRIDGE_RT_QUERY), comments written back."""
-    from connectors.rt import RTConnector
+    """A running Request Tracker 5 through the RT connector, comments written back.
 
-    options: dict[str, Any] = RTConnector.config_schema().load({
-        "type": "rt", "url": url, "auth": demo_rt_auth(), "query": os.environ.get("GAPBRIDGE_RT_QUERY", ""),
-        "write_back": {"comment": True},
-    })
+    With the demo queue there (``demo_itsm.rt_seed``): its tickets (or GAPBRIDGE_RT_QUERY), its custom fields mapped
+    (those it has: the connector refuses a name RT does not know), the fingerprint and fields written back. Without
+    it: every ticket (or GAPBRIDGE_RT_QUERY) with the connector's default mapping.
+    """
+    from connectors.rt import RTConnector
+    from demo_itsm import rt_seed
+
+    auth = demo_rt_auth()
+    raw: dict[str, Any] = {"type": "rt", "url": url, "auth": auth, "query": os.environ.get("GAPBRIDGE_RT_QUERY", ""),
+                           "write_back": {"comment": True}}
+    try:
+        queue = rt_seed.demo_queue(url, auth)
+    except rt_seed.SeedError as exc:
+        log.warning("the demo could not look for the RT queue %r (%s): it syncs with the default mapping",
+                    rt_seed.DEMO_QUEUE, exc)
+        queue = None
+    if queue is not None:
+        raw.update(rt_seed.connector_options(queue.fields))
+        raw["query"] = os.environ.get("GAPBRIDGE_RT_QUERY", f"Queue = '{rt_seed.DEMO_QUEUE}'")
+    options: dict[str, Any] = RTConnector.config_schema().load(raw)
     return options
 
 

@@ -10,7 +10,7 @@ in the user's (or else the server's) time zone, and a connector that forgets it 
 
 As a command, for a developer or the demo::
 
-    python -m tests.rt_server start [--port 8095] [--dir DIR]   # prints the URL, the user and the password
+    python -m tests.rt_server start [--port 8095] [--dir DIR] [--seed N]   # prints the URL, the user and the password
     python -m tests.rt_server stop [--dir DIR]
 """
 
@@ -38,6 +38,9 @@ RT_GENERATED = RT_HOME / "lib" / "RT" / "Generated.pm"
 USER, PASSWORD = "root", "gapbridge-rt-pw"
 # five hours west of UTC in winter: a bookmark read as local time would be off by hours, not seconds
 TIMEZONE = "America/New_York"
+# RT checks the password (or token) of every REST2 request with bcrypt: at RT's cost of 12 that is about 0.25 s a
+# request, most of the time a sync or a seeding takes; a private server on loopback needs no such cost
+BCRYPT_COST = 4
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gapbridge" / "rt"
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "gapbridge-rt"
 
@@ -77,6 +80,7 @@ Set($WebPath, '');
 Set($WebBaseURL, 'http://127.0.0.1:{port}');
 Set($CanonicalizeRedirectURLs, 0);
 Set($Timezone, '{timezone}');
+Set($BcryptCost, {BCRYPT_COST});
 Set($LogToSyslog, undef);
 Set($LogToSTDERR, 'error');
 Set($LogToFile, 'warning');
@@ -105,8 +109,9 @@ def _prepare(workdir: Path, port: int, timezone: str) -> Path:
 
 
 def pristine_database() -> Path:
-    """A freshly initialised RT database (root's password: PASSWORD), built once per RT version."""
-    target = CACHE / f"rt-{rt_version()}.db"
+    """A freshly initialised RT database (root's password: PASSWORD), built once per RT version and bcrypt cost."""
+    # the cost is in the name: RT raises a stored hash to its $BcryptCost, never lowers one
+    target = CACHE / f"rt-{rt_version()}-bcrypt{BCRYPT_COST}.db"
     if target.exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -251,19 +256,43 @@ def stop(workdir: Path) -> bool:
     return True
 
 
+def seed_demo(url: str, size: int) -> int:
+    """Seed the server at ``url`` with ``size`` demo incidents (``demo_itsm.rt_seed``, as ``gapbridge demo --tool rt``)."""
+    from demo_itsm import rt_seed
+
+    def show(text: str) -> None:
+        print(f"\r  {text}", end="", file=sys.stderr, flush=True)
+
+    try:
+        result = rt_seed.seed(url, {"method": "basic", "username": USER, "password": PASSWORD}, size, progress=show)
+    except rt_seed.SeedError as exc:
+        print(f"\nseeding failed: {exc}", file=sys.stderr)
+        return 1
+    if result.created:
+        print(file=sys.stderr)
+    print(rt_seed.describe(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.rt_server", description="a private RT 5 on loopback for GapBridge")
     parser.add_argument("action", choices=["start", "stop"])
     parser.add_argument("--port", type=int, default=8095)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"its directory (default {DEFAULT_DIR})")
     parser.add_argument("--timezone", default=TIMEZONE, help=f"RT's $Timezone (default {TIMEZONE})")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="then seed it with N demo incidents, as `gapbridge demo --tool rt` does (unless its queue "
+                             "'GapBridge Demo' holds tickets already)")
     args = parser.parse_args(argv)
     if args.action == "stop":
         print("stopped" if stop(args.dir) else f"no server recorded in {args.dir}")
         return 0
-    if (args.dir / "rt-server.pid").exists() and answers(f"http://127.0.0.1:{args.port}", USER, PASSWORD):
-        print(f"already running: http://127.0.0.1:{args.port} (user {USER}, password {PASSWORD})")
-        return 0
+    if args.seed is not None and args.seed < 1:
+        parser.error("--seed: at least 1 incident")
+    url = f"http://127.0.0.1:{args.port}"
+    if (args.dir / "rt-server.pid").exists() and answers(url, USER, PASSWORD):
+        print(f"already running: {url} (user {USER}, password {PASSWORD})")
+        return seed_demo(url, args.seed) if args.seed else 0
     started = time.monotonic()
     try:
         server = start(args.dir, port=args.port, timezone=args.timezone)
@@ -273,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RT 5 answers at {server.url} (user {server.username}, password {server.password}; "
           f"started in {time.monotonic() - started:.1f} s; stop: python -m tests.rt_server stop --dir {args.dir})")
     print(f"export GAPBRIDGE_RT_URL={server.url} GAPBRIDGE_RT_USER={server.username} GAPBRIDGE_RT_PASSWORD={server.password}")
-    return 0
+    return seed_demo(server.url, args.seed) if args.seed else 0
 
 
 if __name__ == "__main__":

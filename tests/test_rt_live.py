@@ -11,7 +11,9 @@ sent its bookmark as UTC would miss the changes these tests make.
 from __future__ import annotations
 
 import copy
+import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ import sqlalchemy as sa
 from connectors.base import AuthenticationError, ConfigurationError, Enrichment
 from connectors.canonical import parse_utc
 from connectors.rt import RTConnector
+from demo_itsm import rt_seed
+from demo_itsm import seed as sd
 from plugin.extensions import db
 from plugin.models import Incident, RejectedRecord
 from plugin.services.assess import assess
@@ -52,6 +56,7 @@ class LiveRT:
     password: str
     token: str | None
     private: bool  # started by this suite (its time zone is known)
+    workdir: Path | None = None  # the private server's directory
     http: requests.Session = field(default_factory=requests.Session)
 
     def __post_init__(self) -> None:
@@ -86,7 +91,8 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRT]:
     started = time.monotonic()
     server = rt_server.start(tmp_path_factory.mktemp("rt"))
     try:
-        live = LiveRT(server.url, server.username, server.password, server.create_token(), private=True)
+        live = LiveRT(server.url, server.username, server.password, server.create_token(), private=True,
+                      workdir=server.workdir)
         print(f"RT 5 started in {time.monotonic() - started:.1f} s at {server.url}")
         yield live
     finally:
@@ -371,3 +377,130 @@ def test_the_demo_syncs_and_writes_back_over_a_running_rt(rt: LiveRT, world: Wor
     assert result.exit_code == 0, result.output
     assert "Demo ITSM (Request Tracker 5 REST2)" in result.output and "Write-back outbox: sent" in result.output
     assert rt.password not in result.output
+
+
+# --- the demo's seeding (demo_itsm.rt_seed) and the demo over it: after the demo test above, which syncs without it ---
+
+SEEDED = 16  # the first profiles: resolved, open, new and rejected tickets, security incidents with gaps and without
+
+
+@dataclass
+class Seeded:
+    result: rt_seed.SeedResult
+    tickets: dict[str, str]  # demo incident number -> ticket id
+
+
+def _auth(rt: LiveRT) -> dict[str, Any]:
+    return {"method": "basic", "username": rt.username, "password": rt.password}
+
+
+def _demo_tickets(rt: LiveRT) -> list[dict[str, Any]]:
+    return rt.call("GET", "tickets", params={"query": f"Queue = '{rt_seed.DEMO_QUEUE}'", "orderby": "id", "per_page": "100",
+                                            "fields": "Subject,Status,Started,Requestor"})["items"]
+
+
+@pytest.fixture(scope="module")
+def seeded(rt: LiveRT) -> Seeded:
+    if not rt_seed.is_loopback(rt.url):
+        pytest.skip(f"{rt.url} is not on loopback: the demo seeds only a local RT")
+    result = rt_seed.seed(rt.url, _auth(rt), SEEDED)
+    records = list(sd.generate_incidents(SEEDED))
+    ids = [str(t["id"]) for t in _demo_tickets(rt)]
+    return Seeded(result, dict(zip((r["number"] for r in records), ids, strict=False)))
+
+
+def test_seeding_makes_the_demo_queue_its_custom_fields_and_one_ticket_per_incident(rt: LiveRT, seeded: Seeded) -> None:
+    if not seeded.result.created:
+        pytest.skip(f"the given RT's queue {rt_seed.DEMO_QUEUE!r} held tickets already")
+    assert (seeded.result.created, seeded.result.tickets) == (SEEDED, SEEDED)
+    queue = rt.call("GET", f"queue/{rt_seed.DEMO_QUEUE}")
+    assert {cf["name"] for cf in queue["TicketCustomFields"]} >= {f.name for f in rt_seed.FIELDS}
+    records = {r["number"]: r for r in sd.generate_incidents(SEEDED)}
+    tickets = {str(t["id"]): t for t in _demo_tickets(rt)}
+    statuses = [tickets[seeded.tickets[n]]["Status"] for n in records]
+    assert statuses.count("resolved") and statuses.count("open") and statuses.count("new") and statuses.count("rejected")
+    assert all(tickets[seeded.tickets[n]]["Subject"] == r["short_description"] for n, r in records.items())
+
+    phishing = records["INC0010001"]  # "complete phishing": every field filled
+    ticket = seeded.tickets["INC0010001"]
+    values = rt.custom_values(ticket)
+    assert (values["Severity"], values["Security incident"], values["Incident Category"]) == (["High"], ["Yes"], ["phishing"])
+    assert values["Handler"] == ["Ana Analyst"] and values["Assignment group"] == ["Security Incident Response Team"]
+    # DateTime values in UTC, whatever the zone of the server (five hours west here) or of the user
+    assert values["Opened at"] == [phishing["opened_at"].replace(" ", "T") + "Z"]
+    assert values["Contained at"] == [phishing["u_contained_at"].replace(" ", "T") + "Z"]
+    assert json.loads(values["Evidence"][0])[0]["sha256"] == json.loads(phishing["u_evidence"])[0]["sha256"]
+    assert [r["id"] for r in rt.ticket(ticket)["Requestor"]] == ["Rita Reporter"]
+    assert rt.ticket(ticket)["Started"] == phishing["u_acknowledged_at"].replace(" ", "T") + "Z"
+    assert not rt.call("GET", f"user/{rt.username}").get("Timezone")  # the seeding user's zone is put back
+    first = rt.history(ticket)[0]
+    assert first["Type"] == "Create"
+
+
+def test_seeding_again_adds_nothing_and_the_test_server_command_seeds_the_running_one(
+        rt: LiveRT, seeded: Seeded, capsys: pytest.CaptureFixture[str]) -> None:
+    held = seeded.result.tickets
+    again = rt_seed.seed(rt.url, _auth(rt), SEEDED)
+    assert (again.created, again.tickets, again.fields_created) == (0, held, 0)
+    if rt.workdir is None:
+        return
+    port = str(rt.url.rsplit(":", 1)[1])
+    assert rt_server.main(["start", "--dir", str(rt.workdir), "--port", port, "--seed", "5"]) == 0
+    said = capsys.readouterr().out
+    assert "already running" in said and f"already holds {held} tickets: nothing seeded" in said
+    assert len(_demo_tickets(rt)) == held
+
+
+def test_the_mapping_names_only_the_custom_fields_rt_has() -> None:
+    options = rt_seed.connector_options({"Severity", "Opened at", "GapBridge Open Gaps"})
+    assert options["field_map"] == {"severity": "CF.{Severity}", "opened_at": "CF.{Opened at}"}
+    assert options["is_security"] == {"queues": [rt_seed.DEMO_QUEUE]}  # no flag: the queue decides
+    assert options["write_back"] == {"comment": True, "fields": {"open_gaps": "GapBridge Open Gaps"}}
+    full = rt_seed.connector_options({f.name for f in rt_seed.FIELDS})
+    assert full["is_security"] == {"field": "CF.{Security incident}"}
+    assert full["write_back"]["fingerprint_field"] == rt_seed.FINGERPRINT_FIELD
+    RTConnector.config_schema().load({"type": "rt", "url": "http://127.0.0.1:1", "auth": {"method": "token", "token": "t"},
+                                      **full})  # every canonical name is one the connector takes
+
+
+def test_only_an_rt_on_loopback_is_seeded() -> None:
+    assert all(rt_seed.is_loopback(u) for u in ("http://127.0.0.1:8095", "http://127.8.0.1", "http://localhost:8095/",
+                                                 "http://[::1]:8095", "https://rt.localhost"))
+    assert not any(rt_seed.is_loopback(u) for u in ("https://rt.example.com", "http://10.0.0.5:8095", "http://0.0.0.0",
+                                                     "http://localhost.example.com"))
+
+
+def test_the_demo_syncs_the_seeded_queue_and_writes_back_once(rt: LiveRT, seeded: Seeded, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from plugin.cli import main
+
+    env = {"GAPBRIDGE_RT_URL": rt.url, "GAPBRIDGE_RT_USER": rt.username, "GAPBRIDGE_RT_PASSWORD": rt.password,
+           "GAPBRIDGE_RT_QUERY": None, "DATABASE_URL": None, "GAPBRIDGE_DATABASE_URL": None}
+    args = ["demo", "--tool", "rt", "--once", "--workdir", str(tmp_path)]
+    first = CliRunner().invoke(main, args, env=env)
+    assert first.exit_code == 0, first.output
+    held = seeded.result.tickets
+    assert f"with {held} incidents in the queue {rt_seed.DEMO_QUEUE!r}" in first.output
+    stored = re.search(r"Incidents stored: (\d+) \((\d+) security\), (\d+) with open gaps, (\d+) rejected", first.output)
+    assert stored is not None, first.output
+    assert int(stored[1]) == held and int(stored[2]) > 0 and int(stored[3]) > 0 and stored[4] == "0"
+
+    gapped = rt.call("GET", "tickets", params={
+        "query": f"Queue = '{rt_seed.DEMO_QUEUE}' AND 'CF.{{GapBridge Compliance}}' = 'gaps'", "per_page": "100"})["items"]
+    assert len(gapped) == int(stored[3])
+    ticket = str(gapped[0]["id"])
+    history = rt.history(ticket)
+    comments = [t for t in history if t["Type"] == "Comment" and "[gapbridge:" in (t["Data"] or "")]
+    assert len(comments) == 1
+    fingerprint = comments[0]["Data"].split("[gapbridge:")[1].split("]")[0]
+    values = rt.custom_values(ticket)
+    assert values["GapBridge Fingerprint"] == [fingerprint] and int(values["GapBridge Open Gaps"][0]) >= 1
+    note = next(a["Content"] for a in rt.call("GET", f"ticket/{ticket}/attachments", params={
+        "fields": "TransactionId,Content", "per_page": "100"})["items"] if a["TransactionId"] == comments[0]["id"])
+    assert "open gap" in note and f"[gapbridge:{fingerprint}]" in note
+
+    second = CliRunner().invoke(main, args, env=env)
+    assert second.exit_code == 0, second.output
+    assert "write-back: 0 queued, 0 written" in second.output and "Seeding" not in second.output
+    assert len(rt.history(ticket)) == len(history)

@@ -378,26 +378,28 @@ DEMO_JIRA_DB, DEMO_JIRA_PORT = "demo-jira.sqlite", "demo-jira.port"
 
 
 class _RunningRT:
-    """The RT the demo syncs with ``--tool rt``: one already running (RT needs Debian's package; the demo starts none)."""
+    """The RT the demo syncs with ``--tool rt``: one already running (RT needs Debian's package; the demo starts none).
 
-    def __init__(self, url: str) -> None:
-        import requests
+    One on this machine (loopback) is seeded with the demo incidents first, into the queue of ``demo_itsm.rt_seed``,
+    unless that queue holds tickets; any other RT is synced as it is.
+    """
+
+    def __init__(self, url: str, size: int, size_given: bool) -> None:
+        from demo_itsm import rt_seed
 
         from ..config import demo_rt_auth
 
         self.url = url.rstrip("/")
-        auth = demo_rt_auth()
-        self.http = requests.Session()
-        if auth["method"] == "token":
-            self.http.headers["Authorization"] = f"token {auth['token']}"
-        else:
-            self.http.auth = (auth["username"], auth["password"])
+        self.size, self.size_given = size, size_given
+        self.auth = demo_rt_auth()
+        self.rt = rt_seed.RT(self.url, self.auth, timeout=(10, 30))
+        self.queue: Any = None  # the demo queue, once known
 
     def __enter__(self) -> _RunningRT:
         import requests
 
         try:
-            answer = self.http.get(f"{self.url}/REST/2.0/rt", timeout=10)
+            answer = self.rt.http.get(f"{self.url}/REST/2.0/rt", timeout=10)
         except requests.RequestException:
             answer = None
         if answer is None or answer.status_code != 200:
@@ -406,22 +408,77 @@ class _RunningRT:
                  "request-tracker5 rt5-db-sqlite rt5-standalone, then, in a GapBridge checkout, `python -m tests.rt_server "
                  "start`), or point GAPBRIDGE_RT_URL at yours with GAPBRIDGE_RT_USER and GAPBRIDGE_RT_PASSWORD (or "
                  "GAPBRIDGE_RT_TOKEN).")
+        self._seed()
         return self
 
     def __exit__(self, *_: Any) -> None:
-        self.http.close()
+        self.rt.close()
+
+    def _seed(self) -> None:
+        import contextlib
+        import os
+
+        from demo_itsm import rt_seed
+
+        if "GAPBRIDGE_RT_QUERY" in os.environ:
+            click.echo("GAPBRIDGE_RT_QUERY is set: the demo syncs the tickets it selects and seeds nothing.", err=True)
+            return
+        if not rt_seed.is_loopback(self.url):
+            with contextlib.suppress(rt_seed.SeedError):  # an account that may not see it: the demo syncs what it may
+                self.queue = rt_seed.find_queue(self.rt)
+            click.echo(f"{self.url} is not on this machine: the demo seeds only an RT on loopback, and syncs what this "
+                       "one holds as it is.", err=True)
+            return
+        try:
+            self.queue = rt_seed.find_queue(self.rt)
+            if self.queue is not None and self.queue.tickets:
+                if self.size_given and self.queue.tickets != self.size:
+                    click.echo(f"The RT queue {rt_seed.DEMO_QUEUE!r} keeps the {self.queue.tickets} tickets it holds (--size "
+                               f"{self.size} seeds only an empty queue; a new `python -m tests.rt_server start --dir DIR` "
+                               "is an empty RT).", err=True)
+                return
+            click.echo(f"Seeding the RT at {self.url} with {self.size} demo incidents, in the queue {rt_seed.DEMO_QUEUE!r} "
+                       "(RT takes a few tenths of a second a ticket)...", err=True)
+            try:
+                result = rt_seed.seed(self.url, self.auth, self.size, progress=self._progress)
+            finally:
+                if sys.stderr.isatty():
+                    click.echo("", err=True)  # after the progress line
+            click.echo(rt_seed.describe(result), err=True)
+            self.queue = rt_seed.find_queue(self.rt)
+        except rt_seed.SeedError as exc:
+            fail(f"Seeding the RT at {self.url} failed: {exc}", code=RUNTIME_ERROR)
+
+    @property
+    def scope(self) -> str:
+        from demo_itsm import rt_seed
+
+        return f" in the queue {rt_seed.DEMO_QUEUE!r}" if self.queue is not None else ""
+
+    @staticmethod
+    def _progress(text: str) -> None:
+        if sys.stderr.isatty():
+            click.echo(f"\r  {text}", err=True, nl=False)
 
     def count(self) -> int:
-        body = self.http.get(f"{self.url}/REST/2.0/tickets", params={"query": "id > 0", "per_page": "1"}, timeout=30).json()
-        return int(body.get("total") or body.get("count") or 0)
+        import os
+
+        from demo_itsm import rt_seed
+
+        if self.queue is not None:
+            return int(self.queue.tickets)
+        try:
+            return self.rt.count(os.environ.get("GAPBRIDGE_RT_QUERY") or "id > 0")
+        except rt_seed.SeedError:
+            return 0  # a query RT refuses: the sync says why, naming it
 
 
-def _demo_itsm(folder: Path, size: int, tool: str = "servicenow") -> Any:
+def _demo_itsm(folder: Path, size: int, tool: str = "servicenow", size_given: bool = False) -> Any:
     """The demo ITSM of this folder, on the port it had last time if that is free (else on a new one, said)."""
     if tool == "rt":
         import os
 
-        return _RunningRT(os.environ.get("GAPBRIDGE_RT_URL") or "http://127.0.0.1:8095")
+        return _RunningRT(os.environ.get("GAPBRIDGE_RT_URL") or "http://127.0.0.1:8095", size, size_given)
     from demo_itsm import DemoITSM
     from demo_itsm.jira import DemoJira
 
@@ -488,13 +545,15 @@ def demo(obj: Context, once: bool, size: int | None, reseed: bool, workdir: str,
     folder.mkdir(parents=True, exist_ok=True)
     if reseed:
         _forget_demo_data(folder)
-    with _demo_itsm(folder, size or DEMO_SIZE, tool) as itsm:
+    if reseed and tool == "rt":
+        click.echo("--reseed: GapBridge's demo database starts over; the RT keeps its tickets.", err=True)
+    with _demo_itsm(folder, size or DEMO_SIZE, tool, size is not None) as itsm:
         held = itsm.count()
-        if size is not None and held != size:
+        if size is not None and held != size and tool != "rt":  # the RT says its own
             click.echo(f"The demo ITSM in {folder} keeps the {held} incidents it already holds (--size {size} seeds only an "
                        "empty one; add --reseed to start over).", err=True)
         what = {"jira": "Jira Cloud REST API", "rt": "Request Tracker 5 REST2"}.get(tool, "ServiceNow Table API")
-        click.echo(f"Demo ITSM ({what}) with {held} incidents on {itsm.url}", err=True)
+        click.echo(f"Demo ITSM ({what}) with {held} incidents{getattr(itsm, 'scope', '')} on {itsm.url}", err=True)
         assert itsm.url is not None  # set once the server started
         cfg = demo_config(itsm.url, folder, tool)
         # the demo's passes come every --interval seconds: its syncs and write-back
