@@ -197,7 +197,7 @@ class DemoJira(ServedTool):
 
     def _fields_of(self, rec: dict[str, str]) -> dict[str, Any]:
         """A ServiceNow demo record as the fields of a Jira issue (times kept as UTC ms, rendered per request)."""
-        names = {ref: name for ref, _, name in sd.catalogue_rows()}
+        names = sd.reference_names()
         status, category = STATUSES.get(rec["state"], ("Open", "new"))
         fields: dict[str, Any] = {
             "summary": rec["short_description"], "description": _adf(rec["description"]),

@@ -303,10 +303,6 @@ def _dates_in_utc(rt: RT) -> Iterator[None]:
         rt.call("PUT", path, json={"Timezone": previous})
 
 
-def _names() -> dict[str, str]:
-    return {ref: name for ref, _, name in sd.catalogue_rows()}
-
-
 def _value(field: DemoField, rec: Mapping[str, str], names: Mapping[str, str]) -> str | list[str] | None:
     """A record's column as the custom field's value; None leaves the field empty."""
     assert field.column is not None
@@ -350,7 +346,7 @@ def ticket_of(rec: Mapping[str, str], ids: Mapping[str, str], names: Mapping[str
 
 
 def _create_tickets(rt: RT, ids: Mapping[str, str], records: list[dict[str, str]], say: Callable[[str], None]) -> list[str]:
-    names = _names()
+    names = sd.reference_names()
     created: list[str] = []
     for start in range(0, len(records), BATCH):
         batch = records[start:start + BATCH]

@@ -14,6 +14,7 @@ so a test can tell what was written back. ``insert()`` with a ``work_notes`` tex
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -106,6 +107,12 @@ def catalogue_rows() -> Iterator[tuple[str, str, str]]:
     for table, names in CATALOGUE.items():
         for name in names:
             yield ref_id(table, name), table, name
+
+
+@functools.cache
+def reference_names() -> dict[str, str]:
+    """Display name by sys_id of every reference record (a caller reads it, never changes it)."""
+    return {ref: name for ref, _, name in catalogue_rows()}
 
 
 # --- formatting ----------------------------------------------------------------------------
