@@ -29,14 +29,23 @@ _SECRET_PARAM = re.compile(
     re.IGNORECASE,
 )
 
+# what every name _SECRET_PARAM matches contains: a cheap test first, as most URLs (a ticket's link, stored for every
+# incident a sync fetches) have parameters but none of these, and _SECRET_PARAM tries a match at every character
+_SECRET_WORDS = ("token", "secret", "passw", "pwd", "key", "sig")
+
 
 def redact_urls(text: str) -> str:
     """``text`` (a URL, or text with URLs in it) with URL userinfo removed and credential parameters masked."""
     if "@" in text:
         text = _USERINFO.sub("//", text)
-    if "=" in text:
+    if "=" in text and _may_name_secret(text):
         text = _SECRET_PARAM.sub(rf"\g<1>{MASK}", text)
     return text
+
+
+def _may_name_secret(text: str) -> bool:
+    folded = text.casefold()  # as IGNORECASE folds: the long s and the Kelvin sign too
+    return any(word in folded for word in _SECRET_WORDS)
 
 
 def has_userinfo(url: str) -> bool:

@@ -412,6 +412,16 @@ def test_a_200_body_that_is_not_json_is_invalid(make, mocked, waits) -> None:
     assert len(mocked.calls) == 1 and waits == []
 
 
+@pytest.mark.parametrize(("body", "content_type"), [
+    ('{"result": [{"sys_id": "a1", "sys_updated_on": "2026-01-02 03:04:05", "number": "INC1"}]}'.encode("utf-16"), "application/json; charset=utf-16"),
+    (b'{"result": [{"sys_id": "a1", "sys_updated_on": "2026-01-02 03:04:05", "number": "INC1", "score": NaN}]}', "application/json"),
+])
+def test_a_json_body_the_fast_parser_refuses_is_still_read(make, mocked, body, content_type) -> None:
+    # pages are parsed with orjson, which takes UTF-8 and strict JSON only; requests reads the rest as it always did
+    mocked.get(TABLE_URL, body=body, content_type=content_type, headers={"X-Total-Count": "1"})
+    (page,) = list(make().fetch_pages(None))
+    assert [r["number"] for r in page.records] == ["INC1"]
+
 def test_offset_pages_stop_at_a_short_page_or_the_total() -> None:
     data = list(range(7))
     calls: list[tuple[int, int]] = []

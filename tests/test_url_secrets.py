@@ -81,6 +81,8 @@ def servicenow_config(url: str) -> str:
     (f"?client_secret={SECRET}&X-Amz-Signature={SECRET}&X-Amz-Date=1#id_token={SECRET}",
      "?client_secret=***&X-Amz-Signature=***&X-Amz-Date=1#id_token=***"),
     (f"password={SECRET} api-key={SECRET}", "password=*** api-key=***"),
+    # any case, as IGNORECASE folds it (the long s and the Kelvin sign included): the quick test before the match must too
+    (f"?API_KEY={SECRET}&Pwd={SECRET}&\u017fecret={SECRET}&to\u212aen={SECRET}", "?API_KEY=***&Pwd=***&\u017fecret=***&to\u212aen=***"),
     # left alone: ordinary parameters, addresses, an "@" in a path, empty values
     ("https://itsm.example/x?sysparm_query=a=b&sort_key=1&mytoken=2&token=", "https://itsm.example/x?sysparm_query=a=b&sort_key=1&mytoken=2&token="),
     ("mail bob@example.com about https://itsm.example/users/@bob", "mail bob@example.com about https://itsm.example/users/@bob"),
