@@ -14,7 +14,7 @@ from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
 from plugin.rules.across import evaluate_across
 from plugin.rules.model import FAIL, NOT_APPLICABLE, PASS
-from plugin.services.assess import assess
+from plugin.services.assess import _across_batches, assess
 from plugin.services.enrich import plan
 from plugin.services.outbox import drain
 from plugin.services.store import canonical_from_row
@@ -416,6 +416,10 @@ def test_the_pass_across_incidents_reads_only_those_a_check_may_apply_to_and_dro
         sync_source(FakeConnector(tool))
         first = assess(ruleset, now=NOW)
         assert sum(first.statuses.values()) == 24 * len(ruleset.checks)  # those passed over count as not applicable
+        # the open-weakness stream reads the two incidents naming a weakness; the weakness itself is read by its number
+        (open_weakness,) = [c for c in ruleset.across_checks if c.rule.type == "open_weakness"]
+        assert sorted(n for ids_read, *_ in _across_batches(open_weakness) for n in ids_read) == sorted(
+            r.id for r in db.session.execute(sa.select(Incident.id).where(Incident.external_id.in_([ids[21], ids[22]]))))
         found = _across_findings(ruleset)
         assert found == _across_expected(ruleset)
         assert {s for (_, c), s in found.items() if c == "LEARN-002"} == {"fail"} and len(found) >= 5

@@ -91,6 +91,9 @@ class OpenWeakness(AcrossRule):
             raise MappingError(loc, path, "open_weakness needs max_age such as 30d")
         self.max_age: timedelta = parse_duration(node["max_age"], f"{path}.max_age", located(node, "max_age", loc))
         self.fields = frozenset({"weakness_refs", "number", "state", "opened_at"})
+        # an incident naming no weakness is not applicable; a weakness record counts for the others through
+        # ``references`` (read by number), not by being read beside them
+        self.present_fields = ("weakness_refs",)
 
     def references(self, incidents: Sequence[Mapping[str, Any]]) -> set[str]:
         return {r for inc in incidents for r in inc.get("weakness_refs") or ()}

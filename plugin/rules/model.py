@@ -61,7 +61,7 @@ class AcrossRule:
         return tuple(incident.get(f) for f in self.partition_by) if self.partition_by else None
 
     #: fields an incident must have (not empty) for the rule to be anything but not applicable to it, and for it
-    #: to count for any other incident
+    #: to count for any other incident except as one of their ``references``
     present_fields: tuple[str, ...] = ()
 
 
