@@ -56,6 +56,30 @@ def acquire_lease(name: str, holder: str, seconds: float) -> bool:
     return False
 
 
+def renew_lease(name: str, holder: str, seconds: float) -> bool:
+    """Extend ``holder``'s lease in the caller's transaction (committed with the work it guards); False if it is not theirs.
+
+    A sync renews at every page this way: the page commits only if the lease was still its own,
+    and no transaction (nor a flush of the log to disk) of its own is spent on the renewal. A lease
+    no one holds any more (another sync of this process released it) is taken again, as
+    ``acquire_lease`` would.
+    """
+    table = Lease.__table__
+    until = utcnow() + timedelta(seconds=seconds)
+    result = cast(CursorResult[Any], db.session.execute(
+        table.update().where(table.c.name == name, table.c.holder == holder).values(expires_at=until)))
+    if result.rowcount == 1:
+        return True
+    if db.session.execute(sa.select(table.c.holder).where(table.c.name == name)).first() is not None:
+        return False  # another holder's
+    try:
+        with db.session.begin_nested():
+            db.session.execute(table.insert().values(name=name, holder=holder, expires_at=until))
+    except IntegrityError:  # taken meanwhile
+        return False
+    return True
+
+
 def dead_local_holder(current: str, me: str) -> bool:
     """True if ``current`` ("host:pid") is a process of this host that no longer runs (a lease's or an outbox claim's)."""
     host, _, pid = current.rpartition(":")

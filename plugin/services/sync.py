@@ -38,7 +38,7 @@ from connectors.base import (
 
 from .. import metrics
 from ..db.bulk import bulk_write, heap_frozen, one_of
-from ..db.leases import acquire_lease, lease_holder, release_lease, worker_id
+from ..db.leases import acquire_lease, lease_holder, release_lease, renew_lease, worker_id
 from ..errors import GapBridgeError
 from ..extensions import db
 from ..logs import log_context
@@ -509,9 +509,10 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
             analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
             with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
                 for page in pages:
-                    # renew while we make progress; a lease taken over (ours expired) means our run was marked
-                    # abandoned and another sync stores this source now: store nothing more
-                    if not acquire_lease(lease, me, lease_seconds):
+                    # renew while we make progress, in the page's transaction; a lease taken over (ours expired) means our
+                    # run was marked abandoned and another sync stores this source now: store nothing more
+                    if not renew_lease(lease, me, lease_seconds):
+                        db.session.rollback()
                         raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
                     for warning in page.warnings:
                         _warn(source, run, summary, warning)
