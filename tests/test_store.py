@@ -275,3 +275,21 @@ def test_finding_details_with_backslashes_tabs_and_line_ends_are_stored_as_they_
 ])
 def test_copy_text_values(value: Any, text: str) -> None:
     assert copy_text_value(value) == text
+
+
+def test_a_batch_collects_the_youngest_generation_less_often_and_restores_the_collector_after() -> None:
+    import gc
+
+    from plugin.db.bulk import heap_frozen
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with heap_frozen():
+            assert gc.get_threshold() == (20_000, 10, 10) and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+        gc.set_threshold(0)  # collection turned off by the embedding program stays off
+        with heap_frozen():
+            assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

@@ -282,9 +282,21 @@ def heap_frozen() -> Iterator[None]:
     A sync or assessment allocates millions of small containers, so full collections run
     often, and each traversed the whole heap: a quarter of a sync's time. Unfrozen after,
     so that a long-running service still collects what the job left behind.
+
+    The youngest generation is also collected less often meanwhile (``batch_gc_threshold``):
+    a page's rows are containers that all live until the page is stored, and traversing them
+    again and again cost a third of unpickling a page from the sync's worker.
     """
     gc.freeze()
+    before = gc.get_threshold()
+    gc.set_threshold(*batch_gc_threshold(before))
     try:
         yield
     finally:
+        gc.set_threshold(*before)
         gc.unfreeze()
+
+
+def batch_gc_threshold(current: tuple[int, ...]) -> tuple[int, ...]:
+    """The collector's thresholds for a batch job: the youngest generation collected after 20,000 allocations, not 700."""
+    return (max(current[0], 20_000), *current[1:]) if current and current[0] > 0 else current

@@ -37,7 +37,7 @@ from connectors.base import (
 )
 
 from .. import metrics
-from ..db.bulk import bulk_write, heap_frozen, one_of
+from ..db.bulk import batch_gc_threshold, bulk_write, heap_frozen, one_of
 from ..db.leases import acquire_lease, lease_holder, release_lease, renew_lease, worker_id
 from ..errors import GapBridgeError
 from ..extensions import db
@@ -297,42 +297,80 @@ def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ru
             worker.start()
         finally:
             os.close(write_fd)
+    os.set_blocking(read_fd, False)  # never block on a read: see _read
+    # pages are read and unpickled in a thread while this one stores the page before (mostly waiting on the database)
+    received: queue.Queue[Any] = queue.Queue(maxsize=1)
+    closing = threading.Event()
+    receiver = threading.Thread(target=_receive_all, args=(read_fd, worker, connector.name, received, closing),
+                                name=f"gapbridge-receive-{connector.name}", daemon=True)
+    receiver.start()
     try:
-        os.set_blocking(read_fd, False)  # never block on a read: see _read
         while True:
-            item = _receive(read_fd, worker, connector.name)
+            try:
+                item = received.get(timeout=0.25)
+            except queue.Empty:  # a page slow to come: a stop asked for meanwhile need not wait for it
+                if shutdown.requested():
+                    raise SyncStopped from None
+                continue
             if item is None:
                 return
+            if isinstance(item, BaseException):
+                raise item
             if isinstance(item, _WorkerFailure):
                 if item.exception is not None:
                     raise item.exception
                 raise FetchWorkerError(f"the fetch worker of {connector.name!r} failed: {item.description}")
             yield item
     finally:
-        os.close(read_fd)  # the worker's next write fails, and it stops
+        closing.set()
+        receiver.join(timeout=2.0)  # it closes the pipe, so the worker's next write fails and it stops
         worker.join(timeout=1.0)
         if worker.is_alive():  # busy in a fetch: it holds nothing we need
             worker.kill()
             worker.join(timeout=5.0)
 
 
-def _receive(fd: int, worker: Any, name: str) -> Any:
-    header = _read(fd, _FRAME.size, worker, stop=shutdown.requested)
+def _receive_all(fd: int, worker: Any, name: str, received: queue.Queue[Any], closing: threading.Event) -> None:
+    """Each item from the worker's pipe, in order, onto ``received`` (an error as the last), until the last or ``closing``.
+
+    The pipe's reading end is this thread's to close: closed by another thread, its number could be
+    reused by a file opened meanwhile and read from here.
+    """
+    def put(item: Any) -> bool:
+        return _put_while(received, item, lambda: not closing.is_set(), 0.1)
+
+    try:
+        while True:
+            item = _receive(fd, worker, name, closing)
+            if item is _CLOSING or not put(item) or item is None or isinstance(item, _WorkerFailure):
+                return
+    except BaseException as exc:  # handed to the consumer, raised there
+        put(exc)
+    finally:
+        os.close(fd)
+
+
+_CLOSING = object()
+
+
+def _receive(fd: int, worker: Any, name: str, closing: threading.Event) -> Any:
+    header = _read(fd, _FRAME.size, worker, closing)
     if header is not None:
-        body = _read(fd, _FRAME.unpack(header)[0], worker)
+        body = _read(fd, _FRAME.unpack(header)[0], worker, closing)
         if body is not None:
             return pickle.loads(body)
+    if closing.is_set():
+        return _CLOSING
     worker.join(timeout=5.0)  # its end of file comes as it exits; the status a moment later
     during = " while sending a page" if header is not None else ""
     raise FetchWorkerError(f"the fetch worker of {name!r} exited with status {worker.exitcode}{during} before the sync finished")
 
 
-def _read(fd: int, size: int, worker: Any, stop: Callable[[], bool] | None = None) -> bytearray | None:
-    """``size`` bytes from the worker's pipe (non-blocking), or None if the worker ended before they all came.
+def _read(fd: int, size: int, worker: Any, closing: threading.Event) -> bytearray | None:
+    """``size`` bytes from the worker's pipe (non-blocking), or None if the worker ended before they all came, or on ``closing``.
 
     The end of file ends it; so does the worker being dead with nothing left to read, in case
     some other process (forked from this one by other code) holds a copy of the writing end.
-    ``stop()`` true while nothing has come yet raises SyncStopped (a frame is never cut in two).
     """
     buffer = bytearray(size)
     view = memoryview(buffer)
@@ -341,14 +379,12 @@ def _read(fd: int, size: int, worker: Any, stop: Callable[[], bool] | None = Non
         try:
             n = os.readv(fd, [view[got:]])
         except BlockingIOError:
-            if dead:
+            if dead or closing.is_set():
                 return None
-            if got == 0 and stop is not None and stop():
-                raise SyncStopped from None
             if not worker.is_alive():
                 dead = True  # read once more: all it wrote before exiting is in the pipe
             else:
-                wait([fd, worker.sentinel], timeout=1.0)
+                wait([fd, worker.sentinel], timeout=0.1)
             continue
         if n == 0:
             return None
@@ -402,6 +438,7 @@ def _worker_main(connector: Connector, bookmark: dict[str, Any] | None, ruleset:
 
     connector.forked()
     gc.freeze()  # what the parent built is never garbage here; do not traverse (or copy on write) it
+    gc.set_threshold(*batch_gc_threshold(gc.get_threshold()))  # inherited from a parent in heap_frozen, or set here
     try:
         for page in prefetched(connector.fetch_pages(bookmark)):  # the ITSM serves the next page meanwhile
             if not put(prepare_page(connector, page, ruleset, dialect)):
