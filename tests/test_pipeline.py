@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from connectors.base import NormalizationError, Page
 from plugin.db.leases import acquire_lease
 from plugin.extensions import db
 from plugin.models import AuditEvent, Finding, Incident, Lease, OutboxItem, RejectedRecord, SyncBookmark, SyncRun, utcnow
@@ -113,6 +114,29 @@ def test_unnormalizable_records_are_rejected_with_reason_and_do_not_stop_the_syn
         sync_source(FakeConnector(tool))
         assert count(RejectedRecord) == 0 and count(Incident) == 10
 
+
+class _RejectedThenFixed(FakeConnector):
+    """Its first page rejects one ticket; its last page brings that ticket again, readable (edited meanwhile)."""
+
+    def fetch_pages(self, bookmark: Any) -> Any:
+        pages = list(super().fetch_pages(bookmark))
+        first = pages[0]
+        yield Page([{**first.records[0], "unreadable": True}, *first.records[1:]], first.bookmark, first.total)
+        yield from pages[1:]
+        yield Page([dict(first.records[0])], pages[-1].bookmark, first.total)
+
+    def normalize(self, record: Any) -> dict[str, Any]:
+        if record.get("unreadable"):
+            raise NormalizationError(f"{record['number']}: field 'opened_at': not a timestamp: 'yesterday'")
+        return super().normalize(record)
+
+
+def test_a_record_rejected_and_then_stored_in_one_sync_is_no_longer_rejected(app) -> None:
+    # a source with no rejections skips clearing them on every page: until one of its pages rejects a record
+    with app.app_context():
+        s = sync_source(_RejectedThenFixed(FakeTicketing(10), page_size=4))
+        assert (s.pages, s.rejected, s.stored) == (4, 1, 10)
+        assert count(RejectedRecord) == 0 and count(Incident) == 10
 
 def test_concurrent_sync_of_the_same_source_is_refused(app) -> None:
     with app.app_context():

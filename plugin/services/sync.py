@@ -544,6 +544,8 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
             pages = (prepared_in_worker(connector, bookmark, ruleset, dialect) if use_worker
                      else prepared_pages(connector, bookmark, ruleset, dialect))
             analyze_at = FIRST_ANALYZE_AT  # stored incidents; doubles after each refresh
+            # whether this source has rejected records that an incident stored now must clear (one sync of a source at a time)
+            rejections = _has_rejections(source)
             with heap_frozen(), contextlib.closing(pages):  # closing stops the worker at once, also on an error here
                 for page in pages:
                     # renew while we make progress, in the page's transaction; a lease taken over (ours expired) means our
@@ -553,7 +555,8 @@ def _run(connector: Connector, source: str, me: str, full: bool, lease: str, lea
                         raise SyncLeaseLostError(f"the sync lease of {source!r} expired and was taken over by {_holder_name(lease)}")
                     for warning in page.warnings:
                         _warn(source, run, summary, warning)
-                    _store_page(source, run, page, guard.admit(page.bookmark), summary, ruleset)
+                    _store_page(source, run, page, guard.admit(page.bookmark), summary, ruleset, rejections)
+                    rejections = rejections or bool(page.rejected)
                     if summary.stored >= analyze_at:
                         refresh_planner_statistics()
                         db.session.commit()
@@ -596,8 +599,17 @@ def _store_bookmark(source: str, run: SyncRun, bookmark: dict[str, Any]) -> None
     db.session.execute(sa.update(SyncRun).where(SyncRun.id == run.id).values(bookmark_after=bookmark))
 
 
+def _has_rejections(source: str) -> bool:
+    table = RejectedRecord.__table__
+    return db.session.execute(sa.select(table.c.id).where(table.c.source == source).limit(1)).first() is not None
+
+
 def _store_page(source: str, run: SyncRun, page: PreparedPage, bookmark: dict[str, Any] | None, summary: SyncSummary,
-                ruleset: Ruleset | None) -> None:
+                ruleset: Ruleset | None, rejections: bool = True) -> None:
+    """Store a prepared page, its rejections and its bookmark in one transaction.
+
+    ``rejections``: whether the source may have rejected records stored, which the page's incidents clear.
+    """
     now = page.prepared_at
     if db.engine.dialect.name == "postgresql":
         # a page's commit need not wait for its WAL to reach the disk: a server crash can lose only the last pages
@@ -607,7 +619,7 @@ def _store_page(source: str, run: SyncRun, page: PreparedPage, bookmark: dict[st
     upserted = upsert_incidents(source, page.incidents, now, ruleset.hash if ruleset is not None else None, masks)
     if ruleset is not None and upserted.stale:
         _assess_arrivals(ruleset, source, page, upserted, now, summary)
-    if page.incidents:
+    if page.incidents and rejections:  # a record rejected before and stored now is no longer rejected
         table = RejectedRecord.__table__
         db.session.execute(table.delete().where(
             table.c.source == source, one_of(table.c.external_id)), {"ids": page.incidents.external_ids})
