@@ -25,7 +25,7 @@ T = AuditEvent.__table__
 AWKWARD = {  # what JSONB reorders, renumbers or merges
     "zeta": {"b": [1, 2.5, None, {"y": "é", "x": 1e16}], "a": "ünïcødé ✓ 漢字"},
     "alpha": [0.1, 1e-7, 1.5e300, -0.0, 2.0, 123456789012345678.0, True, False, None, [], {}],
-    "n": None, "big": 9007199254740993, "empty": "", "keys": {1: "int key", "b": 1, "a": 2}, "when": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
+    "n": None, "big": 9007199254740993, "empty": "", "text": "line 1\n\tindented \\N back\\slash\r", "keys": {1: "int key", "b": 1, "a": 2}, "when": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc),
 }
 
 
@@ -118,13 +118,15 @@ def test_details_hash_the_same_after_the_database_round_trip(app: Flask) -> None
     with app.app_context():
         audit.record("odd.details", "incident", 42, **AWKWARD)
         audit.record_many([{"action": "odd.details", "subject_type": "incident", "subject_id": 43, "details": AWKWARD},
-                           {"action": "odd.details", "subject_type": "incident", "subject_id": None, "details": {1: "a", "1": "b"}}])
+                           {"action": "odd.details", "subject_type": "incident", "subject_id": None, "details": {1: "a", "1": "b"}},
+                           {"action": "odd.details", "subject_type": "incident", "subject_id": "INC\t1\\N", "details": {}}])
         db.session.commit()
         db.session.remove()
         result = audit.verify()
         assert result.intact, [str(p) for p in result.problems]
         stored = chain()
         assert stored[0].details["zeta"]["b"][3]["y"] == "é" and stored[1].subject_id == "43" and stored[2].details == {"1": "b"}
+        assert stored[1].details["text"] == AWKWARD["text"] and stored[3].subject_id == "INC\t1\\N" and stored[2].subject_id is None
         if is_pg():  # JSONB stored the floats as decimals and handed 1e16 back as an integer
             assert stored[0].details["zeta"]["b"][3]["x"] == 10000000000000000
 
