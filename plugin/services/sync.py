@@ -177,21 +177,25 @@ def prefetched(pages: Iterator[Page], depth: int = 2) -> Iterator[Page]:
     thread = threading.Thread(target=fetch, name="gapbridge-fetch", daemon=True)
     thread.start()
     try:
-        while True:
-            try:
-                item = buffer.get(timeout=0.25)
-            except queue.Empty:  # a page slow to come: a stop asked for meanwhile need not wait for it
-                if shutdown.requested():
-                    raise SyncStopped from None
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
+        while (item := _handed(buffer)) is not _DONE:
             yield item
     finally:
         stop.set()
         thread.join(timeout=1.0)  # a fetch blocked on the network is a daemon; do not wait out its timeout
+
+
+def _handed(buffer: queue.Queue[Any]) -> Any:
+    """The next item a thread hands over; one that is an exception is raised here, and so is SyncStopped when asked while waiting."""
+    while True:
+        try:
+            item = buffer.get(timeout=0.25)
+        except queue.Empty:  # a page slow to come: a stop asked for meanwhile need not wait for it
+            if shutdown.requested():
+                raise SyncStopped from None
+            continue
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
 
 @dataclass
@@ -305,17 +309,7 @@ def prepared_in_worker(connector: Connector, bookmark: dict[str, Any] | None, ru
                                 name=f"gapbridge-receive-{connector.name}", daemon=True)
     receiver.start()
     try:
-        while True:
-            try:
-                item = received.get(timeout=0.25)
-            except queue.Empty:  # a page slow to come: a stop asked for meanwhile need not wait for it
-                if shutdown.requested():
-                    raise SyncStopped from None
-                continue
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
+        while (item := _handed(received)) is not None:
             if isinstance(item, _WorkerFailure):
                 if item.exception is not None:
                     raise item.exception
