@@ -70,12 +70,10 @@ def renew_lease(name: str, holder: str, seconds: float) -> bool:
         table.update().where(table.c.name == name, table.c.holder == holder).values(expires_at=until)))
     if result.rowcount == 1:
         return True
-    if db.session.execute(sa.select(table.c.holder).where(table.c.name == name)).first() is not None:
-        return False  # another holder's
     try:
         with db.session.begin_nested():
             db.session.execute(table.insert().values(name=name, holder=holder, expires_at=until))
-    except IntegrityError:  # taken meanwhile
+    except IntegrityError:  # another holder's
         return False
     return True
 
